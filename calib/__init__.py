@@ -1,0 +1,16 @@
+"""Capture, simulation, analysis and the PSF database.
+
+``calib`` reads chart layouts through ``targets``' public API and never imports
+``gphoto2`` itself (only its gphoto2 backend module does, on demand).
+"""
+from ._errors import CalibError
+from ._psfmap import FLAG_FILLED, FLAG_NOISY, FLAG_OK, FLAG_SATURATED, PSFMap
+
+__all__ = [
+    "CalibError",
+    "PSFMap",
+    "FLAG_OK",
+    "FLAG_FILLED",
+    "FLAG_NOISY",
+    "FLAG_SATURATED",
+]
