@@ -5,10 +5,15 @@
 """
 from ._errors import CalibError
 from ._psfmap import FLAG_FILLED, FLAG_NOISY, FLAG_OK, FLAG_SATURATED, PSFMap
+from ._records import CalibrationKey, MTFRecord, NoiseModel, ShotMetadata
 
 __all__ = [
     "CalibError",
     "PSFMap",
+    "ShotMetadata",
+    "CalibrationKey",
+    "NoiseModel",
+    "MTFRecord",
     "FLAG_OK",
     "FLAG_FILLED",
     "FLAG_NOISY",
