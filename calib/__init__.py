@@ -6,6 +6,7 @@
 from ._errors import CalibError
 from ._psfmap import FLAG_FILLED, FLAG_NOISY, FLAG_OK, FLAG_SATURATED, PSFMap
 from ._records import CalibrationKey, MTFRecord, NoiseModel, ShotMetadata
+from ._imageio import GammaEncodedWarning, LinearImage, load_linear
 
 __all__ = [
     "CalibError",
@@ -18,4 +19,7 @@ __all__ = [
     "FLAG_FILLED",
     "FLAG_NOISY",
     "FLAG_SATURATED",
+    "GammaEncodedWarning",
+    "LinearImage",
+    "load_linear",
 ]
