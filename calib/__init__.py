@@ -16,6 +16,19 @@ from ._db import (
     import_npz,
 )
 from ._imageio import GammaEncodedWarning, LinearImage, load_linear
+from ._camera import Camera, CameraInfo, Setting, check_image_file, open_camera
+from ._gphoto2_backend import DetectedCamera, GPhoto2Camera, detect_cameras
+from ._session import (
+    ChartRef,
+    FocusPlan,
+    Session,
+    ShotFile,
+    ShotRecord,
+    load_charts,
+    load_session,
+    parse_focus_spec,
+    run_session,
+)
 
 __all__ = [
     "CalibError",
@@ -38,4 +51,21 @@ __all__ = [
     "GammaEncodedWarning",
     "LinearImage",
     "load_linear",
+    "Camera",
+    "CameraInfo",
+    "Setting",
+    "open_camera",
+    "check_image_file",
+    "GPhoto2Camera",
+    "DetectedCamera",
+    "detect_cameras",
+    "ChartRef",
+    "FocusPlan",
+    "Session",
+    "ShotFile",
+    "ShotRecord",
+    "load_charts",
+    "load_session",
+    "parse_focus_spec",
+    "run_session",
 ]
