@@ -2,6 +2,19 @@
 
 ``restore`` reads PSF maps only through ``calib``'s public API.
 """
+from ._engine import RestoreResult, restore_image
 from ._errors import RestoreError
+from ._noise import NoiseEstimate, estimate_sigma
+from ._solvers import METHODS
+from ._tiling import TileLayout, plan_tiles
 
-__all__ = ["RestoreError"]
+__all__ = [
+    "RestoreError",
+    "RestoreResult",
+    "restore_image",
+    "METHODS",
+    "NoiseEstimate",
+    "estimate_sigma",
+    "TileLayout",
+    "plan_tiles",
+]

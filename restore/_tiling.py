@@ -1,0 +1,176 @@
+"""Overlapping tiles whose blending windows sum to exactly one.
+
+Along each axis the frame is covered by ``n`` equal *cores* (the part of a tile
+that contributes to the result) that overlap their neighbours; a core is widened
+by a *guard* margin on each side (context for the deconvolution, discarded
+afterwards), and core + guards is exactly a fast FFT length. The 2-D blending
+weight of a tile is the product of its two 1-D weights; each 1-D family is
+normalised so it sums to one at every pixel, hence the 2-D family does too
+(a partition of unity: a constant restored image stays constant across seams).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _fft
+
+#: Guard margin per side, in PSF sizes: the inverse filter's reach beyond the PSF.
+GUARD_PER_KERNEL = 1.5
+
+
+@dataclass(frozen=True)
+class AxisTiles:
+    """The tiles along one axis.
+
+    Attributes
+    ----------
+    length_px : int
+        Frame length along this axis.
+    core_px : int
+        Core length of every tile.
+    guard_lo_px, guard_hi_px : int
+        Context margin before and after the core.
+    starts_px : tuple of int
+        First pixel of each core.
+    weights : tuple of ndarray
+        Blending weight of each core (float32, length ``core_px``); at every pixel
+        the weights of the cores covering it sum to 1.
+    """
+
+    length_px: int
+    core_px: int
+    guard_lo_px: int
+    guard_hi_px: int
+    starts_px: tuple[int, ...]
+    weights: tuple[np.ndarray, ...]
+
+    @property
+    def fft_len(self) -> int:
+        return self.core_px + self.guard_lo_px + self.guard_hi_px
+
+    @property
+    def count(self) -> int:
+        return len(self.starts_px)
+
+
+@dataclass(frozen=True)
+class TileLayout:
+    """Tiles of a frame: one :class:`AxisTiles` per axis."""
+
+    y: AxisTiles
+    x: AxisTiles
+
+    @property
+    def fft_shape(self) -> tuple[int, int]:
+        return self.y.fft_len, self.x.fft_len
+
+    @property
+    def count(self) -> int:
+        return self.y.count * self.x.count
+
+    def core_centre_xy(self, i: int, j: int) -> tuple[float, float]:
+        """Pixel (x, y) of the centre of tile (row i, column j)'s core."""
+        return (
+            self.x.starts_px[j] + (self.x.core_px - 1) / 2.0,
+            self.y.starts_px[i] + (self.y.core_px - 1) / 2.0,
+        )
+
+
+def default_tile_px(kernel_size: int) -> int:
+    """FFT side of a tile for a PSF of ``kernel_size``: big enough that guards cost
+    little, small enough to follow the PSF's variation and fit the caches."""
+    return _fft.fast_len(int(np.clip(16 * kernel_size, 256, 1024)))
+
+
+def guard_px(kernel_size: int) -> int:
+    """Context margin per tile side for a PSF of ``kernel_size`` (at least the PSF support)."""
+    return max(int(np.ceil(GUARD_PER_KERNEL * kernel_size)), kernel_size, 8)
+
+
+def _axis(length: int, tile_px: int, guard: int, overlap: int) -> AxisTiles:
+    core_target = max(tile_px - 2 * guard, 2 * overlap, 8)
+    if length <= core_target:
+        n, core = 1, length
+    else:
+        core = core_target
+        n = int(np.ceil((length - overlap) / (core - overlap)))
+        n = max(n, 2)
+    fft_len = _fft.fast_len(core + 2 * guard)
+    g_lo = (fft_len - core) // 2
+    g_hi = fft_len - core - g_lo
+    if n == 1:
+        starts = (0,)
+    else:
+        starts = tuple(int(round(i * (length - core) / (n - 1))) for i in range(n))
+    raw = []
+    pos = np.arange(core, dtype=np.float64)
+    for i, s in enumerate(starts):
+        w = np.ones(core)
+        if i > 0:  # ramp up across the overlap with the previous core
+            ov = starts[i - 1] + core - s
+            if ov > 0:
+                t = np.clip((pos + 0.5) / ov, 0.0, 1.0)
+                w *= np.sin(0.5 * np.pi * t) ** 2
+        if i < n - 1:  # ramp down across the overlap with the next core
+            nxt = starts[i + 1] - s
+            ov = core - nxt
+            if ov > 0:
+                t = np.clip((pos - nxt + 0.5) / ov, 0.0, 1.0)
+                w *= np.cos(0.5 * np.pi * t) ** 2
+        raw.append(np.maximum(w, 1e-6))
+    total = np.zeros(length)
+    for s, w in zip(starts, raw):
+        total[s : s + core] += w
+    weights = tuple((w / total[s : s + core]).astype(np.float32) for s, w in zip(starts, raw))
+    return AxisTiles(length, core, g_lo, g_hi, starts, weights)
+
+
+def plan_tiles(
+    height: int,
+    width: int,
+    *,
+    kernel_size: int,
+    tile_px: int | None = None,
+    overlap_px: int | None = None,
+    max_core_px: int | None = None,
+) -> TileLayout:
+    """Cut a ``height`` x ``width`` frame into blended tiles for a PSF of ``kernel_size``.
+
+    Parameters
+    ----------
+    height, width : int
+        Frame size, pixels.
+    kernel_size : int
+        PSF side; the guard margin is at least this.
+    tile_px : int, optional
+        Tile side including guards (the FFT size); default from ``kernel_size``.
+        A size at least the frame's gives a single tile (a global restore).
+    overlap_px : int, optional
+        Overlap of neighbouring cores, where their results are cross-faded
+        (default a quarter of the core, at least the PSF size).
+    max_core_px : int, optional
+        Upper bound on the core (e.g. the PSF map's node spacing, so each tile's
+        PSF follows the map).
+
+    Returns
+    -------
+    TileLayout
+
+    Examples
+    --------
+    >>> lay = plan_tiles(1000, 1500, kernel_size=21, tile_px=256)
+    >>> ws = np.zeros(1500); _ = [ws.__setitem__(slice(s, s + lay.x.core_px), ws[s:s + lay.x.core_px] + w) for s, w in zip(lay.x.starts_px, lay.x.weights)]
+    >>> bool(np.allclose(ws, 1.0))
+    True
+    """
+    g = guard_px(kernel_size)
+    tile = int(tile_px) if tile_px else default_tile_px(kernel_size)
+    tile = max(tile, 2 * g + 16)
+    if max_core_px:
+        tile = min(tile, int(max_core_px) + 2 * g)
+    core = tile - 2 * g
+    ov = int(overlap_px) if overlap_px is not None else max(core // 4, kernel_size)
+    ov = int(min(ov, core // 2))
+    return TileLayout(_axis(height, tile, g, ov), _axis(width, tile, g, ov))

@@ -1,0 +1,59 @@
+import numpy as np
+from scipy.signal import fftconvolve
+
+from restore import _fft
+
+
+def test_psf2otf_blurs_like_direct_convolution_without_shift(rng):
+    img = rng.random((64, 80)).astype(np.float32)
+    psf = rng.random((7, 7)).astype(np.float32)
+    psf /= psf.sum()
+    otf = _fft.psf2otf(psf, img.shape)
+    circ = _fft.irfft2(_fft.rfft2(img) * otf, img.shape)
+    direct = fftconvolve(np.pad(img, 3, mode="wrap"), psf, mode="valid")
+    assert np.allclose(circ, direct, atol=1e-5)
+
+
+def test_psf2otf_keeps_the_lateral_offset_of_an_off_centre_psf():
+    psf = np.zeros((5, 5), np.float32)
+    psf[2, 3] = 1.0  # centroid one pixel right of the middle sample
+    img = np.zeros((16, 16), np.float32)
+    img[8, 8] = 1.0
+    out = _fft.irfft2(_fft.rfft2(img) * _fft.psf2otf(psf, img.shape), img.shape)
+    assert np.unravel_index(np.argmax(out), out.shape) == (8, 9)
+
+
+def test_transforms_stay_single_precision(rng):
+    x = rng.random((30, 40)).astype(np.float32)
+    spec = _fft.rfft2(x)
+    assert spec.dtype == np.complex64
+    back = _fft.irfft2(spec, x.shape)
+    assert back.dtype == np.float32 and np.allclose(back, x, atol=1e-5)
+
+
+def test_fast_len_is_at_least_n_and_smooth():
+    for n in (97, 257, 1000, 1031):
+        m = _fft.fast_len(n)
+        f = m
+        for p in (2, 3, 5):
+            while f % p == 0:
+                f //= p
+        assert m >= n and f == 1
+
+
+def test_otf_cache_returns_the_stored_otf_for_an_equal_psf(rng):
+    cache = _fft.OTFCache()
+    psf = rng.random((5, 5)).astype(np.float32)
+    a = cache.otf(psf, (32, 32))
+    b = cache.otf(psf.copy(), (32, 32))
+    assert a is b
+    assert cache.otf(psf, (32, 48)) is not a
+
+
+def test_otf_cache_evicts_beyond_its_byte_budget(rng):
+    cache = _fft.OTFCache(max_bytes=3 * 32 * 17 * 8)
+    psfs = [rng.random((3, 3)).astype(np.float32) for _ in range(5)]
+    first = cache.otf(psfs[0], (32, 32))
+    for p in psfs[1:]:
+        cache.otf(p, (32, 32))
+    assert cache.otf(psfs[0], (32, 32)) is not first
