@@ -319,6 +319,9 @@ class PSFDatabase:
         replace : bool
             Replace a stored calibration with the same key (it keeps its id).
 
+        ``calibration.created`` is kept when set (an imported calibration keeps its
+        date), otherwise the current time is stored.
+
         Raises
         ------
         CalibError
@@ -838,7 +841,7 @@ def export_npz(calibration: Calibration, path: str | os.PathLike) -> Path:
     - ``flags``: uint8 (channels, ny, nx), ``FLAG_*`` bits per node
     - ``metadata``: unicode scalar, a JSON object with ``camera``, ``lens``,
       ``focal_length_mm``, ``f_number``, ``focus_position``, ``focus_distance_m``,
-      ``pixel_pitch_um`` (any may be null), ``noise`` (null or ``{"channels",
+      ``pixel_pitch_um`` (any may be null; a focus at infinity is ``"inf"``), ``noise`` (null or ``{"channels",
       "read_noise", "gain"}`` lists), ``created``, ``format``, ``format_version`` and
       ``calibration_metadata`` (the free metadata). MTF records are not included
       (see :func:`export_mtf_csv`).
@@ -855,6 +858,9 @@ def export_npz(calibration: Calibration, path: str | os.PathLike) -> Path:
         "format": _NPZ_FORMAT,
         "format_version": 1,
         **{k: getattr(key, k) for k in _KEY_FIELDS},
+        # Strict JSON has no infinity; a focus at infinity is written as "inf".
+        "focus_distance_m": (None if key.focus_distance_m is None else
+                             "inf" if math.isinf(key.focus_distance_m) else key.focus_distance_m),
         "pixel_pitch_um": calibration.pixel_pitch_um,
         "noise": None if noise is None else {
             "channels": list(noise.channels),

@@ -142,7 +142,10 @@ def _pick(db: PSFDatabase, key: dict) -> CalibrationSummary:
     found = db.match(**key)
     if len(found) == 1:
         return found[0]
-    asked = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in key.items() if v is not None)
+    flags = {"camera": "--camera", "lens": "--lens", "focal_length_mm": "--focal-mm",
+             "f_number": "--fnumber", "focus_position": "--focus",
+             "focus_distance_m": "--focus-distance-m"}
+    asked = " ".join(f"{flags[k]} {v}" for k, v in key.items() if v is not None)
     if not found:
         everything = db.summaries()
         if not everything:

@@ -459,3 +459,73 @@ def test_mtf_csv_has_documented_columns_and_one_row_per_frequency(tmp_path, rng)
     assert [float(r["mtf"]) for r in rows[: len(first.freq_cpp)]] == first.mtf.tolist()
     assert float(rows[3]["freq_lpmm"]) == pytest.approx(first.freq_cpp[3] * 200.0)
     assert {r["method"] for r in rows} == {"edge", "stripes", "psf"}
+
+
+def test_ctrl_c_during_add_rolls_back_and_leaves_the_connection_usable(tmp_path, rng):
+    with open_new(tmp_path) as db:
+        db.add(make_cal(rng, focus_position=100))
+        before = table_counts(db.path)
+        # the interrupt arrives while the MTF rows are written, after the PSF grids
+        bad = MTFRecord("G", 0, 0, 0, "none", "edge", _Interrupting(), np.zeros(3))
+        with pytest.raises(KeyboardInterrupt):
+            db.add(make_cal(rng, focus_position=200, mtf=(*make_mtf(rng, 2), bad)))
+        assert table_counts(db.path) == before
+        db.add(make_cal(rng, focus_position=300))
+        assert [s.key.focus_position for s in db.summaries()] == [100, 300]
+
+
+class _Interrupting:
+    """An array-like whose conversion raises KeyboardInterrupt, as Ctrl-C would."""
+
+    def __array__(self, dtype=None, copy=None):
+        raise KeyboardInterrupt
+
+
+_DIE_MID_WRITE = """
+import os, sys
+import numpy as np
+from calib import Calibration, CalibrationKey, PSFDatabase, PSFMap
+rng = np.random.default_rng(1)
+psf = rng.random((3, 4, 5, 31, 31)).astype(np.float32)
+psf /= psf.sum(axis=(-2, -1), keepdims=True)
+nodes = np.stack(np.meshgrid(np.arange(5.0) * 50, np.arange(4.0) * 50), axis=-1)
+cal = Calibration(key=CalibrationKey("SimCam", "Sim50", 50.0, 4.0, 999, None),
+                  psf_map=PSFMap(psf, nodes, ("R", "G", "B"), (300, 200)))
+db = PSFDatabase.open(sys.argv[1])
+db._conn.execute("PRAGMA cache_size = 2")  # spill pages to the file before COMMIT
+db._conn.set_trace_callback(lambda sql: os._exit(3) if sql.startswith("COMMIT") else None)
+db.add(cal)
+"""
+
+
+def test_process_killed_before_commit_leaves_database_unchanged(tmp_path, rng):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with open_new(tmp_path) as db:
+        db.add(make_cal(rng, focus_position=100))
+    path = tmp_path / "lens.psfdb"
+    before = table_counts(path)
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", _DIE_MID_WRITE, str(path)], cwd=root,
+                          env={**__import__("os").environ, "PYTHONPATH": str(root)},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3, proc.stderr
+    # the dead writer left a hot journal: its pages reached the file, so recovery matters
+    assert (tmp_path / "lens.psfdb-journal").exists()
+    with PSFDatabase.open(path) as db:
+        assert [s.key.focus_position for s in db.summaries()] == [100]
+    assert table_counts(path) == before
+
+
+def test_focus_at_infinity_round_trips_through_npz_as_strict_json(tmp_path, rng):
+    cal = make_cal(rng, focus_position=None, focus_distance_m=float("inf"))
+    export_npz(cal, tmp_path / "inf.npz")
+    with np.load(tmp_path / "inf.npz") as z:
+        text = str(z["metadata"])
+    assert "Infinity" not in text and json.loads(text)["focus_distance_m"] == "inf"
+    assert import_npz(tmp_path / "inf.npz").key.focus_distance_m == float("inf")
+    with open_new(tmp_path) as db:
+        db.add(cal)
+        assert db.find(focus_distance_m=float("inf")).key.focus_distance_m == float("inf")
