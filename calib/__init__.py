@@ -6,6 +6,17 @@
 from ._errors import CalibError
 from ._psfmap import FLAG_FILLED, FLAG_NOISY, FLAG_OK, FLAG_SATURATED, PSFMap
 from ._records import CalibrationKey, MTFRecord, NoiseModel, ShotMetadata
+from ._sim import (
+    LENS_PROFILES,
+    SENSOR_PRESETS,
+    LensProfile,
+    PointPx,
+    RadialDistortion,
+    SensorModel,
+    SimShot,
+    SimulatedCamera,
+    psf_centroid_px,
+)
 from ._db import (
     Calibration,
     CalibrationSummary,
@@ -37,6 +48,15 @@ __all__ = [
     "CalibrationKey",
     "NoiseModel",
     "MTFRecord",
+    "LENS_PROFILES",
+    "SENSOR_PRESETS",
+    "LensProfile",
+    "PointPx",
+    "RadialDistortion",
+    "SensorModel",
+    "SimShot",
+    "SimulatedCamera",
+    "psf_centroid_px",
     "FLAG_OK",
     "FLAG_FILLED",
     "FLAG_NOISY",

@@ -1,0 +1,660 @@
+"""The simulated camera: lens profile + sensor model, ground-truth PSFs and shots."""
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .._errors import CalibError
+from .._psfmap import PSFMap
+from .._records import NoiseModel, ShotMetadata
+from ._lens import CHANNELS, LENS_PROFILES, LensProfile
+from ._output import write_shot_tiff
+from ._pupil import Wavefront, system_psf
+from ._render import render_varying, tent_weights
+from ._sensor import SENSOR_PRESETS, SensorModel, mosaic_rggb
+
+#: Exposure that takes a scene value of 1.0 to the white level at base ISO and f/4.
+_REF_EXPOSURE_S = 0.01
+_REF_F_NUMBER = 4.0
+
+
+@dataclass(frozen=True)
+class PointPx:
+    """A position or offset on the sensor, pixels."""
+
+    x_px: float
+    y_px: float
+
+
+@dataclass(frozen=True)
+class RadialDistortion:
+    """Ground-truth radial distortion: ideal (undistorted) pixel -> recorded pixel.
+
+    ``q = c + (p - c) (1 + k1 rho^2 + k2 rho^4)``, ``rho = |p - c| / norm_radius_px``,
+    ``c`` the optical centre (the frame centre), pixel coordinates with the origin
+    at the top-left pixel centre.
+    """
+
+    centre_x_px: float
+    centre_y_px: float
+    norm_radius_px: float
+    k1: float
+    k2: float
+
+    def distort(self, xy: np.ndarray) -> np.ndarray:
+        """Ideal (N, 2) pixel positions -> distorted positions."""
+        p = np.asarray(xy, dtype=np.float64)
+        d = p - (self.centre_x_px, self.centre_y_px)
+        rho2 = (d**2).sum(-1, keepdims=True) / self.norm_radius_px**2
+        return (self.centre_x_px, self.centre_y_px) + d * (1 + self.k1 * rho2 + self.k2 * rho2**2)
+
+    def undistort(self, xy: np.ndarray) -> np.ndarray:
+        """Distorted (N, 2) pixel positions -> ideal positions (Newton on the radius)."""
+        q = np.asarray(xy, dtype=np.float64)
+        d = q - (self.centre_x_px, self.centre_y_px)
+        rq = np.sqrt((d**2).sum(-1, keepdims=True)) / self.norm_radius_px
+        r = rq.copy()
+        for _ in range(8):
+            f = r * (1 + self.k1 * r**2 + self.k2 * r**4) - rq
+            df = 1 + 3 * self.k1 * r**2 + 5 * self.k2 * r**4
+            r = r - f / df
+        scale = np.where(rq > 0, r / np.where(rq > 0, rq, 1), 1.0)
+        return (self.centre_x_px, self.centre_y_px) + d * scale
+
+
+@dataclass
+class SimShot:
+    """One simulated exposure.
+
+    Attributes
+    ----------
+    raw : ndarray (H, W) uint16
+        RGGB Bayer mosaic, raw numbers (black level included).
+    rgb_dn : ndarray (H, W, 3) uint16
+        Raw numbers of all three channels at every pixel (the same exposure and noise
+        as ``raw``; ``raw`` picks one channel per pixel from it).
+    rgb_linear : ndarray (H, W, 3) float32
+        ``(rgb_dn - black_level) / (white_level - black_level)``: developed without
+        demosaicing, so a PSF measured on it is ``true_psf``.
+    rgb_ideal : ndarray (H, W, 3) float32
+        The noise-free expectation of ``rgb_linear`` (not quantised, clipped at 1).
+    metadata : ShotMetadata
+    homography : ndarray (3, 3) or None
+        Chart millimetres -> sensor pixels before distortion (chart scenes only).
+    focus_position : int
+    object_distance_m : float
+    black_level, white_level : int
+    """
+
+    raw: np.ndarray
+    rgb_dn: np.ndarray
+    rgb_linear: np.ndarray
+    rgb_ideal: np.ndarray
+    metadata: ShotMetadata
+    homography: np.ndarray | None
+    focus_position: int
+    object_distance_m: float
+    black_level: int
+    white_level: int
+    cfa: str = field(default="RGGB")
+
+
+def psf_centroid_px(psf: np.ndarray, *, oversample: int = 1) -> PointPx:
+    """Centroid of ``psf`` relative to its centre sample, in sensor pixels."""
+    p = np.asarray(psf, dtype=np.float64)
+    k = p.shape[0]
+    c = (np.arange(k) - k // 2) / oversample
+    total = p.sum()
+    return PointPx(float((p.sum(0) * c).sum() / total), float((p.sum(1) * c).sum() / total))
+
+
+class SimulatedCamera:
+    """A lens + sensor model that gives ground truth and camera-like shots.
+
+    Parameters
+    ----------
+    lens : str or LensProfile
+        A name from ``LENS_PROFILES`` or a profile.
+    sensor : str or SensorModel
+        A name from ``SENSOR_PRESETS`` or a model.
+    f_number : float, optional
+        Aperture (default: the profile's ``f_number_default``).
+    focal_length_mm : float, optional
+        Overrides the profile's focal length (a zoom setting; aberrations unchanged).
+    seed : int, optional
+        Seeds the noise of shots taken without an explicit ``rng``.
+    render_grid : (int, int)
+        (ny, nx) PSF nodes used when rendering shots (spanning the frame).
+    render_oversample : int
+        Odd number of scene samples per pixel when rendering chart scenes.
+
+    Notes
+    -----
+    Coordinates: pixels, origin at the top-left pixel centre; the optical centre is
+    the frame centre. Field heights are normalised to the half-diagonal.
+
+    Examples
+    --------
+    >>> cam = SimulatedCamera("sharp-prime", "small")
+    >>> p = cam.best_focus_position(2.0)
+    >>> psf = cam.true_psf(600, 400, "G", focus_position=round(p), object_distance_m=2.0)
+    """
+
+    def __init__(
+        self,
+        lens: str | LensProfile = "sharp-prime",
+        sensor: str | SensorModel = "small",
+        *,
+        f_number: float | None = None,
+        focal_length_mm: float | None = None,
+        seed: int | None = None,
+        render_grid: tuple[int, int] = (9, 13),
+        render_oversample: int = 1,
+    ) -> None:
+        self.lens = _pick(lens, LENS_PROFILES, "lens")
+        self.sensor = _pick(sensor, SENSOR_PRESETS, "sensor")
+        self.f_number = float(f_number or self.lens.f_number_default)
+        if self.f_number < self.lens.f_number_min:
+            raise CalibError(
+                f"f-number {self.f_number} is wider than lens {self.lens.name!r} opens "
+                f"(f/{self.lens.f_number_min}); choose f/{self.lens.f_number_min} or more"
+            )
+        self.focal_length_mm = float(focal_length_mm or self.lens.focal_length_mm)
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+        if render_oversample < 1 or render_oversample % 2 == 0:
+            raise CalibError(f"render_oversample {render_oversample} must be an odd integer >= 1")
+        self.render_grid = (int(render_grid[0]), int(render_grid[1]))
+        self.render_oversample = int(render_oversample)
+        w, h = self.sensor.size
+        self.centre = PointPx((w - 1) / 2.0, (h - 1) / 2.0)
+        self.norm_radius_px = math.hypot(w / 2.0, h / 2.0)
+        self.distortion = RadialDistortion(
+            self.centre.x_px, self.centre.y_px, self.norm_radius_px,
+            self.lens.distortion_k1, self.lens.distortion_k2,
+        )
+        self._cache: OrderedDict = OrderedDict()
+
+    # -- basic facts -----------------------------------------------------------------
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(width, height) in pixels."""
+        return self.sensor.size
+
+    def focus_distance_m(self, focus_position: float) -> float | None:
+        """Object distance (m) in focus on axis (green, paraxial) at a position; None at infinity."""
+        v = self.lens.image_distance_mm(focus_position, self.focal_length_mm)
+        f = self.focal_length_mm
+        if v <= f:
+            return None
+        return 1.0 / (1.0 / f - 1.0 / v) / 1000.0
+
+    def relative_illumination(self, x: np.ndarray | float, y: np.ndarray | float) -> np.ndarray:
+        """Vignetting factor (cos^4 x mechanical; 1 on axis) at pixel (x, y)."""
+        h = np.hypot(np.asarray(x, float) - self.centre.x_px, np.asarray(y, float) - self.centre.y_px)
+        return self.lens.relative_illumination(h / self.norm_radius_px, self.f_number)
+
+    def lateral_colour_px(self, x: float, y: float, channel: str) -> PointPx:
+        """Offset of ``channel``'s image from green's at pixel (x, y) (lateral colour)."""
+        d = self.lens.lateral_colour[_channel_index(channel)]
+        return PointPx(d * (x - self.centre.x_px), d * (y - self.centre.y_px))
+
+    def noise_model(self, iso: float = 100.0) -> NoiseModel:
+        """The sensor's noise in developed 0..1 units at ``iso`` (truth for the analysis)."""
+        return self.sensor.noise_model(iso)
+
+    # -- optics ---------------------------------------------------------------------
+    def _optics(self, x: float, y: float, c: int, focus_position: float, object_distance_m: float):
+        lam = self.sensor.wavelengths_nm[c] / 1000.0
+        f = self.focal_length_mm
+        v = self.lens.image_distance_mm(focus_position, f)
+        v_obj = self.lens.conjugate_mm(object_distance_m, f)
+        if not (object_distance_m > f / 1000.0):
+            raise CalibError(
+                f"object distance {object_distance_m} m is inside the focal length; use a distance beyond {f / 1000:.3f} m"
+            )
+        n_w = self.f_number * v / f
+        s = self.lens.scaled_seidel_um(self.f_number)
+        dx, dy = x - self.centre.x_px, y - self.centre.y_px
+        h = math.hypot(dx, dy) / self.norm_radius_px
+        dz_um = (v - v_obj) * 1000.0 - self.lens.axial_colour_um[c]
+        wf = Wavefront(
+            defocus_um=dz_um / (8.0 * n_w**2) + s["W220"] * h**2,
+            spherical_um=s["W040"],
+            coma_um=s["W131"] * h,
+            astigmatism_um=s["W222"] * h**2,
+            azimuth_rad=math.atan2(dy, dx),
+        )
+        d = self.lens.lateral_colour[c]
+        return wf, lam, n_w, (d * dx, d * dy)
+
+    def _auto_size(self, wf: Wavefront, lam: float, n_w: float, offset: tuple[float, float]) -> int:
+        """Odd PSF side (pixels) holding the geometric blur, the Airy rings and the pixel."""
+        pitch = self.sensor.pixel_pitch_um
+        geometric = 1.15 * 2.0 * n_w * lam * wf.max_slope_waves(lam)
+        radius = geometric + 5.0 * lam * n_w + 0.5 * pitch * (1 + self.sensor.aa_shift_px)
+        radius += math.hypot(*offset) * pitch
+        return int(np.clip(2 * math.ceil(radius / pitch + 1.0) + 1, 9, 255))
+
+    def psf_size(self, x: float, y: float, channel: str, *, focus_position: float, object_distance_m: float) -> int:
+        """The default (odd) ``size`` of ``true_psf`` at oversample 1 for this field point."""
+        wf, lam, n_w, off = self._optics(x, y, _channel_index(channel), focus_position, object_distance_m)
+        return self._auto_size(wf, lam, n_w, off)
+
+    def _psf(self, x, y, c, focus_position, object_distance_m, oversample, size, shift=(0.0, 0.0)):
+        key = (round(float(x), 4), round(float(y), 4), c, float(focus_position), float(object_distance_m),
+               oversample, size, shift)
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit
+        wf, lam, n_w, off = self._optics(x, y, c, focus_position, object_distance_m)
+        if size is None:
+            size = self._auto_size(wf, lam, n_w, off) * oversample
+            size += 1 - size % 2
+        if size % 2 == 0 or size < 1:
+            raise CalibError(f"PSF size {size} must be a positive odd number")
+        psf = system_psf(
+            wf, wavelength_um=lam, n_w=n_w, pitch_um=self.sensor.pixel_pitch_um,
+            fill_factor=self.sensor.fill_factor, aa_shift_px=self.sensor.aa_shift_px,
+            oversample=oversample, size=size, offset_px=(off[0] + shift[0], off[1] + shift[1]),
+        )
+        psf.setflags(write=False)
+        self._cache[key] = psf
+        if len(self._cache) > 4096:
+            self._cache.popitem(last=False)
+        return psf
+
+    def _psf_pupil(self, x, y, c, focus_position, object_distance_m, oversample, size, shift=(0.0, 0.0)):
+        """The pupil-model PSF computed directly at (x, y)."""
+        return self._psf(x, y, c, focus_position, object_distance_m, oversample, size, shift)
+
+    def _render_nodes(self) -> tuple[np.ndarray, np.ndarray]:
+        w, h = self.image_size
+        ny, nx = self.render_grid
+        return np.linspace(0, w - 1, nx), np.linspace(0, h - 1, ny)
+
+    def _psf_rendered(self, x, y, c, focus_position, object_distance_m, oversample, size, shift=(0.0, 0.0)):
+        """The PSF the renderer applies to a point at (x, y): node PSFs, bilinearly weighted."""
+        xs, ys = self._render_nodes()
+        ax = np.array([float(x)])
+        ay = np.array([float(y)])
+        terms = []
+        for i in range(len(ys)):
+            wy = float(tent_weights(ay, ys, i)[0])
+            if wy == 0.0:
+                continue
+            for j in range(len(xs)):
+                wx = float(tent_weights(ax, xs, j)[0])
+                if wx == 0.0:
+                    continue
+                terms.append((wy * wx, self._psf(xs[j], ys[i], c, focus_position, object_distance_m,
+                                                 oversample, None, shift)))
+        k = size if size is not None else max(p.shape[0] for _, p in terms)
+        if k % 2 == 0 or k < 1:
+            raise CalibError(f"PSF size {k} must be a positive odd number")
+        out = np.zeros((k, k), np.float64)
+        for wgt, p in terms:
+            out += wgt * _fit(p, k)
+        total = out.sum()
+        return (out / total if total > 0 else out).astype(np.float32)
+
+    def true_psf(
+        self,
+        x: float,
+        y: float,
+        channel: str,
+        *,
+        focus_position: float,
+        object_distance_m: float,
+        oversample: int = 1,
+        size: int | None = None,
+        model: str = "rendered",
+    ) -> np.ndarray:
+        """The true system PSF (optics x pixel aperture x AA filter) at sensor pixel (x, y).
+
+        Parameters
+        ----------
+        x, y : float
+            Where green's chief ray meets the sensor: the distortion-mapped ideal image
+            of the point (pixels). It also sets the field point of the aberrations.
+        channel : {"R", "G", "B"}
+        focus_position : float
+            Focus-drive steps from the infinity end stop.
+        object_distance_m : float
+            Distance of the (point) object from the lens.
+        oversample : int
+            Samples per pixel (1: the sensor grid).
+        size : int, optional
+            Odd side in samples; default: large enough for the geometric blur, the
+            first Airy rings and the pixel (``psf_size``).
+        model : {"rendered", "pupil"}
+            ``"rendered"`` (default): exactly the operator ``shoot`` applies, i.e. the
+            pupil-model PSFs at the ``render_grid`` nodes, bilinearly interpolated at
+            (x, y). ``"pupil"``: the pupil model evaluated at (x, y) itself (equal at
+            the nodes; between nodes they differ by the interpolation error).
+
+        Returns
+        -------
+        ndarray (size, size) float32, sums to 1.
+            Sample ``(size//2, size//2)`` is at (x, y), green's chief-ray position. The
+            PSF is not re-centred: its centroid sits at green's aberration offset
+            (coma) for "G" and additionally at the lateral-colour offset
+            ``lateral_colour_px`` for "R"/"B". ``psf_centroid_px`` measures it.
+        """
+        if oversample < 1:
+            raise CalibError(f"oversample {oversample} must be >= 1")
+        try:
+            fn = self._MODELS[model]
+        except KeyError:
+            raise CalibError(f"PSF model {model!r} is not one of {', '.join(self._MODELS)}") from None
+        return fn(self, x, y, _channel_index(channel), focus_position, object_distance_m, int(oversample), size)
+
+    _MODELS = {"rendered": _psf_rendered, "pupil": _psf_pupil}
+
+    def true_psf_centroid(
+        self, x: float, y: float, channel: str, *, focus_position: float, object_distance_m: float
+    ) -> PointPx:
+        """Absolute sensor position (pixels) of the true PSF's centroid for a point imaged at (x, y)."""
+        psf = self.true_psf(x, y, channel, focus_position=focus_position, object_distance_m=object_distance_m)
+        c = psf_centroid_px(psf)  # the pixel box and AA filter are symmetric: no bias
+        return PointPx(x + c.x_px, y + c.y_px)
+
+    def true_psf_map(
+        self,
+        *,
+        focus_position: float,
+        object_distance_m: float,
+        grid: tuple[int, int] = (6, 9),
+        size: int | None = None,
+        oversample: int = 1,
+        centre_on: str = "green_centroid",
+    ) -> PSFMap:
+        """The true PSFs on a (ny, nx) grid of nodes spanning the frame (corners included).
+
+        Parameters
+        ----------
+        grid : (ny, nx)
+        size : int, optional
+            Common odd side; default the largest ``psf_size`` over nodes and channels.
+        centre_on : {"green_centroid", "chief_ray"}
+            ``"green_centroid"`` (the ``PSFMap`` contract): every channel of a node is
+            shifted so that green's centroid is on the centre sample; R/B keep their
+            offset from green. ``"chief_ray"``: as ``true_psf``.
+        """
+        if centre_on not in ("green_centroid", "chief_ray"):
+            raise CalibError(f"centre_on {centre_on!r} must be 'green_centroid' or 'chief_ray'")
+        ny, nx = grid
+        w, h = self.image_size
+        xs, ys = np.linspace(0, w - 1, nx), np.linspace(0, h - 1, ny)
+        kw = dict(focus_position=focus_position, object_distance_m=object_distance_m)
+        if size is None:
+            size = max(
+                self._psf_rendered(x, y, c, focus_position, object_distance_m, oversample, None).shape[0]
+                for x in xs for y in ys for c in range(3)
+            )
+        psf = np.zeros((3, ny, nx, size, size), np.float32)
+        for i, y in enumerate(ys):
+            for j, x in enumerate(xs):
+                shift = (0.0, 0.0)
+                if centre_on == "green_centroid":
+                    g = self._psf_rendered(x, y, 1, focus_position, object_distance_m, 1, None)
+                    cg = psf_centroid_px(g)
+                    shift = (-cg.x_px, -cg.y_px)
+                for c in range(3):
+                    psf[c, i, j] = self._psf_rendered(x, y, c, focus_position, object_distance_m,
+                                                      oversample, size, shift)
+        nodes = np.stack(np.meshgrid(xs, ys, indexing="xy"), axis=-1)
+        return PSFMap(psf, nodes, CHANNELS, (w, h), sampling=oversample)
+
+    def best_focus_position(
+        self, object_distance_m: float, *, field_xy: tuple[float, float] | None = None, channel: str = "G"
+    ) -> float:
+        """Focus position (steps, fractional) of least RMS wavefront error at a field point.
+
+        Balances defocus against spherical aberration (``W020 = -W040``), field
+        curvature and astigmatism (medial focus, ``-W222 h^2 / 2``) and the channel's
+        axial colour. Default field point: the optical centre.
+        """
+        c = _channel_index(channel)
+        x, y = field_xy if field_xy is not None else (self.centre.x_px, self.centre.y_px)
+        f = self.focal_length_mm
+        s = self.lens.scaled_seidel_um(self.f_number)
+        hh = math.hypot(x - self.centre.x_px, y - self.centre.y_px) / self.norm_radius_px
+        target_w020 = -(s["W040"] + s["W220"] * hh**2 + 0.5 * s["W222"] * hh**2)
+        v_obj = self.lens.conjugate_mm(object_distance_m, f)
+        v = v_obj
+        for _ in range(20):  # the working f-number depends weakly on v
+            n_w = self.f_number * v / f
+            v = v_obj + (self.lens.axial_colour_um[c] + 8.0 * n_w**2 * target_w020) / 1000.0
+        return (v - f) / (self.lens.focus_step_um * 1e-3)
+
+    # -- shooting ------------------------------------------------------------------------
+    def chart_homography(
+        self,
+        layout,
+        *,
+        tilt_deg: tuple[float, float] = (0.0, 0.0),
+        roll_deg: float = 0.0,
+        fill: float = 0.85,
+    ) -> np.ndarray:
+        """Chart millimetres -> sensor pixels (before distortion) for a chart filling the frame.
+
+        The page's image spans ``fill`` of the frame's limiting side; perspective is that
+        of this focal length at the distance where it would; ``tilt_deg`` rotates the
+        chart about its x and y axes, ``roll_deg`` in its plane.
+        """
+        pw, ph = (float(v) for v in layout.page_mm)
+        w, h = self.image_size
+        scale = fill * min(w / pw, h / ph)  # px per chart mm at the chart centre
+        f_px = self.focal_length_mm * 1000.0 / self.sensor.pixel_pitch_um
+        z0 = f_px / scale  # mm
+        tx, ty = (math.radians(a) for a in tilt_deg)
+        rz = math.radians(roll_deg)
+        rx = np.array([[1, 0, 0], [0, math.cos(tx), -math.sin(tx)], [0, math.sin(tx), math.cos(tx)]])
+        ry = np.array([[math.cos(ty), 0, math.sin(ty)], [0, 1, 0], [-math.sin(ty), 0, math.cos(ty)]])
+        rr = np.array([[math.cos(rz), -math.sin(rz), 0], [math.sin(rz), math.cos(rz), 0], [0, 0, 1]])
+        r = rr @ ry @ rx
+        k = np.array([[f_px, 0, self.centre.x_px], [0, f_px, self.centre.y_px], [0, 0, 1.0]])
+        ext = np.column_stack([r[:, 0], r[:, 1], [0.0, 0.0, z0]])
+        shift = np.array([[1, 0, -pw / 2], [0, 1, -ph / 2], [0, 0, 1.0]])
+        hmat = k @ ext @ shift
+        return hmat / hmat[2, 2]
+
+    def _fine_coords(self, s: int, margin: int) -> tuple[np.ndarray, np.ndarray]:
+        w, h = self.image_size
+        cx = (np.arange((w + 2 * margin) * s) - (s - 1) / 2) / s - margin
+        cy = (np.arange((h + 2 * margin) * s) - (s - 1) / 2) / s - margin
+        return cx, cy
+
+    def _chart_scene(self, layout, hmat: np.ndarray, s: int, margin: int, supersample: int) -> np.ndarray:
+        import targets  # noqa: PLC0415
+
+        render = getattr(targets, "render_layout", None)
+        if render is None:
+            raise CalibError("targets.render_layout is not available in this installation; update lenspsf")
+        cx, cy = self._fine_coords(s, margin)
+        distorted = self.lens.distortion_k1 != 0 or self.lens.distortion_k2 != 0
+        if not distorted:
+            to_fine = np.array([[s, 0, s * margin + (s - 1) / 2], [0, s, s * margin + (s - 1) / 2], [0, 0, 1.0]])
+            img = render(layout, (len(cy), len(cx)), homography=to_fine @ hmat, supersample=supersample)
+            return np.asarray(img, np.float32)
+        import cv2  # noqa: PLC0415
+
+        gx, gy = np.meshgrid(cx, cy)
+        ideal = self.distortion.undistort(np.stack([gx.ravel(), gy.ravel()], -1))
+        ix, iy = ideal[:, 0].reshape(gx.shape), ideal[:, 1].reshape(gx.shape)
+        pad = 3.0
+        x0, y0 = math.floor(ix.min() - pad), math.floor(iy.min() - pad)
+        x1, y1 = math.ceil(ix.max() + pad), math.ceil(iy.max() + pad)
+        wi, hi = (x1 - x0) * s + 1, (y1 - y0) * s + 1
+        # ideal canvas: sample k at pixel coordinate x0 + k / s
+        to_fine = np.array([[s, 0, -s * x0], [0, s, -s * y0], [0, 0, 1.0]])
+        img = np.asarray(render(layout, (hi, wi), homography=to_fine @ hmat, supersample=supersample), np.float32)
+        mapx = ((ix - x0) * s).astype(np.float32)
+        mapy = ((iy - y0) * s).astype(np.float32)
+        return cv2.remap(img, mapx, mapy, interpolation=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+
+    def render_linear(
+        self,
+        scene,
+        *,
+        focus_position: float,
+        object_distance_m: float,
+        tilt_deg: tuple[float, float] = (0.0, 0.0),
+        roll_deg: float = 0.0,
+        fill: float = 0.85,
+        progress: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The noise-free sensor irradiance (H, W, 3), scene units, and the chart homography.
+
+        ``scene``: a ``targets.Layout`` (a grey chart, rendered at ``render_oversample``
+        samples per pixel, then distorted), or a float image (H, W, 3) / (s H, s W, 3)
+        with odd s: scene radiance sampled at the (sub-)pixel centres, in *sensor*
+        coordinates (no distortion is applied to image scenes). Each scene sample acts as
+        a point source; vignetting, then the spatially varying system PSF apply.
+        """
+        w, h = self.image_size
+        kw = dict(focus_position=focus_position, object_distance_m=object_distance_m)
+        hmat = None
+        # margin: the widest kernel's half width, so light from just outside the frame
+        # reaches the border pixels
+        ny, nx = self.render_grid
+        xs, ys = np.linspace(0, w - 1, nx), np.linspace(0, h - 1, ny)
+        corner_sizes = [self.psf_size(x, y, ch, **kw) for x in (xs[0], xs[nx // 2]) for y in (ys[0], ys[ny // 2]) for ch in CHANNELS]
+        margin = max(corner_sizes) // 2 + 1
+        if isinstance(scene, np.ndarray):
+            arr = np.asarray(scene, np.float32)
+            if arr.ndim == 2:
+                arr = np.repeat(arr[..., None], 3, axis=2)
+            s = arr.shape[0] // h
+            if arr.ndim != 3 or arr.shape[2] != 3 or s < 1 or s % 2 == 0 or arr.shape[:2] != (h * s, w * s):
+                raise CalibError(
+                    f"scene image has shape {arr.shape}; expected ({h}, {w}, 3) or an odd multiple of it for this sensor"
+                )
+            planes = np.pad(arr, ((margin * s, margin * s), (margin * s, margin * s), (0, 0)), mode="reflect")
+            planes = np.moveaxis(planes, 2, 0)
+        elif hasattr(scene, "page_mm"):
+            s = self.render_oversample
+            hmat = self.chart_homography(scene, tilt_deg=tilt_deg, roll_deg=roll_deg, fill=fill)
+            grey = self._chart_scene(scene, hmat, s, margin, supersample=3 if s == 1 else 2)
+            planes = np.broadcast_to(grey, (3,) + grey.shape)
+        else:
+            raise CalibError("scene must be a targets.Layout or a float image (H, W, 3); got " + type(scene).__name__)
+        cx, cy = self._fine_coords(s, margin)
+        vig = self.relative_illumination(cx[None, :], cy[:, None]).astype(np.float32)
+        out = np.empty((h, w, 3), np.float32)
+        take = slice(margin * s + (s - 1) // 2, (margin + h) * s, s), slice(margin * s + (s - 1) // 2, (margin + w) * s, s)
+        for c, ch in enumerate(CHANNELS):
+            if progress:
+                print(f"rendering channel {ch} ({ny}x{nx} PSF nodes)", file=sys.stderr, flush=True)
+
+            def kernel(i, j, c=c):
+                return self._psf(xs[j], ys[i], c, focus_position, object_distance_m, s, None)
+
+            blurred = render_varying(planes[c] * vig, cx, cy, xs, ys, kernel)
+            out[..., c] = blurred[take]
+        return out, hmat
+
+    def shoot(
+        self,
+        scene,
+        *,
+        focus_position: int,
+        object_distance_m: float,
+        exposure_s: float | None = None,
+        iso: float = 100.0,
+        rng: np.random.Generator | None = None,
+        tilt_deg: tuple[float, float] = (0.0, 0.0),
+        roll_deg: float = 0.0,
+        fill: float = 0.85,
+        progress: bool = False,
+    ) -> SimShot:
+        """Take a photo of ``scene`` (a ``targets.Layout`` or a float image; see ``render_linear``).
+
+        Parameters
+        ----------
+        exposure_s : float, optional
+            Shutter time. A scene value of 1.0 reaches the white level at ISO 100, f/4,
+            1/100 s; default: the time that puts 1.0 at 85 % of the white level.
+        iso : float
+            Higher ISO: fewer electrons for the same raw level (more shot noise).
+        rng : numpy Generator, optional
+            Noise source (default: the camera's own, seeded by ``seed``).
+        """
+        if exposure_s is None:
+            exposure_s = 0.85 * _REF_EXPOSURE_S * (self.f_number / _REF_F_NUMBER) ** 2 * self.sensor.base_iso / iso
+        irr, hmat = self.render_linear(
+            scene, focus_position=focus_position, object_distance_m=object_distance_m,
+            tilt_deg=tilt_deg, roll_deg=roll_deg, fill=fill, progress=progress,
+        )
+        electrons = irr * np.float32(
+            self.sensor.full_well_e * (exposure_s / _REF_EXPOSURE_S) * (_REF_F_NUMBER / self.f_number) ** 2
+        )
+        g = self.sensor.gain_dn_per_e(iso)
+        span = float(self.sensor.white_level_dn - self.sensor.black_level_dn)
+        ideal = np.minimum(electrons * np.float32(g / span), np.float32(1.0))
+        dn = self.sensor.expose(electrons, iso=iso, rng=rng if rng is not None else self._rng)
+        meta = self.metadata(focus_position=focus_position, exposure_s=exposure_s, iso=iso)
+        return SimShot(
+            raw=mosaic_rggb(dn), rgb_dn=dn, rgb_linear=self.sensor.develop(dn), rgb_ideal=ideal,
+            metadata=meta, homography=hmat, focus_position=int(focus_position),
+            object_distance_m=float(object_distance_m),
+            black_level=self.sensor.black_level_dn, white_level=self.sensor.white_level_dn,
+        )
+
+    def metadata(self, *, focus_position: int, exposure_s: float | None = None, iso: float | None = None) -> ShotMetadata:
+        """What this camera writes about a shot."""
+        return ShotMetadata(
+            camera=f"lenspsf SimCam {self.sensor.name}",
+            serial=f"SIM-{self.seed if self.seed is not None else 0}",
+            lens=f"sim {self.lens.name} {self.focal_length_mm:g}mm",
+            focal_length_mm=self.focal_length_mm,
+            f_number=self.f_number,
+            exposure_s=exposure_s,
+            iso=iso,
+            focus_position=int(focus_position),
+            focus_distance_m=self.focus_distance_m(focus_position),
+            pixel_pitch_um=self.sensor.pixel_pitch_um,
+        )
+
+    def write_tiff(self, shot: SimShot, path: str | os.PathLike, *, raw: bool = False):
+        """Write ``shot`` as a 16-bit linear TIFF like a camera would (see ``_output``)."""
+        return write_shot_tiff(shot, path, raw=raw)
+
+
+def _fit(p: np.ndarray, k: int) -> np.ndarray:
+    """Centre-crop or zero-pad an odd square array to k x k."""
+    n = p.shape[0]
+    if n == k:
+        return p
+    if n > k:
+        a = (n - k) // 2
+        return p[a : a + k, a : a + k]
+    a = (k - n) // 2
+    return np.pad(p, a)
+
+
+def _pick(value, table: dict, what: str):
+    if isinstance(value, str):
+        try:
+            return table[value]
+        except KeyError:
+            raise CalibError(
+                f"unknown simulated {what} {value!r}; choose one of {', '.join(sorted(table))}"
+            ) from None
+    return value
+
+
+def _channel_index(channel: str | int) -> int:
+    if isinstance(channel, int):
+        return channel
+    try:
+        return CHANNELS.index(channel)
+    except ValueError:
+        raise CalibError(f"channel {channel!r} is not one of R, G, B") from None
