@@ -29,6 +29,7 @@ from ._db import (
 from ._imageio import GammaEncodedWarning, LinearImage, load_linear
 from ._camera import Camera, CameraInfo, Setting, check_image_file, open_camera
 from ._gphoto2_backend import DetectedCamera, GPhoto2Camera, detect_cameras
+from ._simcamera import SimCamera
 from ._session import (
     ChartRef,
     FocusPlan,
@@ -77,6 +78,7 @@ __all__ = [
     "open_camera",
     "check_image_file",
     "GPhoto2Camera",
+    "SimCamera",
     "DetectedCamera",
     "detect_cameras",
     "ChartRef",
