@@ -231,6 +231,9 @@ class PSFDatabase:
                     ])
                     conn.execute(f"PRAGMA application_id = {schema.APPLICATION_ID}")
             tables = self._tables()
+        if not tables:
+            raise CalibError(f"{self._path} is empty, not a lenspsf PSF database; fill it with "
+                             f"`lenspsf analyze ... --db {self._path}` or `lenspsf db import`")
         not_ours = CalibError(
             f"{self._path} is an SQLite file but not a lenspsf PSF database (no lenspsf "
             "meta table); choose a .psfdb file written by lenspsf"

@@ -529,3 +529,12 @@ def test_focus_at_infinity_round_trips_through_npz_as_strict_json(tmp_path, rng)
     with open_new(tmp_path) as db:
         db.add(cal)
         assert db.find(focus_distance_m=float("inf")).key.focus_distance_m == float("inf")
+
+
+def test_empty_file_opens_only_with_create(tmp_path):
+    (tmp_path / "new.psfdb").touch()
+    with pytest.raises(CalibError, match=r"new\.psfdb is empty"):
+        PSFDatabase.open(tmp_path / "new.psfdb")
+    with PSFDatabase.open(tmp_path / "new.psfdb", create=True) as db:
+        assert db.summaries() == []
+    PSFDatabase.open(tmp_path / "new.psfdb").close()
