@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a = action("import", "add a calibration from a PSF .npz (metadata overridable)", _run_import)
     a.add_argument("input", metavar="IN.npz", help="PSF exchange file (the `db export` format)")
     _add_key_options(a, focus_flag="--focus-position")
-    a.add_argument("--pixel-pitch-um", type=float, help="sensor pixel pitch, micrometres")
+    a.add_argument("--pixel-pitch-um", type=float, metavar="UM", help="sensor pixel pitch, micrometres")
     a.add_argument("--replace", action="store_true",
                    help="replace a stored calibration with the same key")
 
@@ -59,11 +59,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _add_key_options(a: argparse.ArgumentParser, *, focus_flag: str) -> None:
     a.add_argument("--camera", help="camera name")
     a.add_argument("--lens", help="lens name")
-    a.add_argument("--focal-mm", type=float, dest="focal_length_mm", help="focal length, mm")
-    a.add_argument("--fnumber", type=float, dest="f_number", help="f-number")
+    a.add_argument("--focal-mm", type=float, dest="focal_length_mm", metavar="MM", help="focal length, mm")
+    a.add_argument("--fnumber", type=float, dest="f_number", metavar="N", help="f-number")
     a.add_argument(focus_flag, type=int, dest="focus_position", metavar="F",
                    help="focus-drive position, steps")
-    a.add_argument("--focus-distance-m", type=float, help="focus distance, metres")
+    a.add_argument("--focus-distance-m", type=float, metavar="M", help="focus distance, metres")
 
 
 def _key_args(args: argparse.Namespace) -> dict:
