@@ -1,0 +1,342 @@
+"""Local PSF from photographed dots whose sub-pixel centres are known from registration.
+
+Every photographed dot is a sample of ``f = dot * p``: the printed dot shape (a disc,
+imaged as a small ellipse) convolved with the system PSF ``p`` (optics x pixel aperture;
+see :mod:`calib._psf_pattern` for the exact definition), sampled at the pixel centres
+relative to that dot's centre. Dots of one neighbourhood sit at different sub-pixel
+phases, so together they sample ``f`` densely (shift-and-add). We
+
+1. subtract each dot's local background and normalise it to unit integral (removing
+   illumination differences), flagging saturated or too-noisy dots;
+2. solve for ``f`` on a grid ``s`` times finer than the pixels by regularised least
+   squares from all scattered samples (bilinear interpolation, gradient penalty);
+3. remove the dot shape by a regularised division by its analytic Fourier transform
+   (a jinc stretched by the local geometry), with a gradient prior;
+4. point-sample the result at integer pixel offsets (the sensor grid) and normalise.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+from scipy.signal import fftconvolve
+from scipy.ndimage import map_coordinates
+from scipy.special import j1
+
+from ._errors import CalibError
+
+__all__ = ["DotsPSF", "estimate_psf_dots", "dot_ellipse_px"]
+
+
+@dataclass(frozen=True)
+class DotsPSF:
+    """A PSF estimated from dots.
+
+    Attributes
+    ----------
+    psf : ndarray (k, k), float32
+        System PSF on the sensor grid, sum 1, centred on the registered dot centres.
+    psf_fine : ndarray (k_s, k_s), float32
+        The same at ``oversample`` samples per pixel, sum 1.
+    oversample : int
+    n_dots : int
+        Dots used.
+    n_saturated : int
+        Dots skipped because some of their pixels were clipped.
+    n_noisy : int
+        Dots skipped for a low signal-to-noise ratio.
+    snr : float
+        Median peak signal-to-noise ratio of the dots used.
+    """
+
+    psf: np.ndarray
+    psf_fine: np.ndarray
+    oversample: int
+    n_dots: int
+    n_saturated: int
+    n_noisy: int
+    snr: float
+
+
+def dot_ellipse_px(diameter_mm: float, jacobian_px_per_mm: np.ndarray) -> np.ndarray:
+    """The 2x2 matrix ``E`` mapping the unit disc onto an imaged dot, pixels.
+
+    Parameters
+    ----------
+    diameter_mm : float
+        Printed dot diameter.
+    jacobian_px_per_mm : ndarray (2, 2)
+        Local derivative of the chart-mm -> pixel mapping at the dot.
+
+    Returns
+    -------
+    ndarray (2, 2)
+        ``E = J * diameter / 2``; the dot covers ``{centre + E u : |u| <= 1}``.
+    """
+    return np.asarray(jacobian_px_per_mm, float) * (0.5 * float(diameter_mm))
+
+
+def _dot_transform(ellipse: np.ndarray, fx: np.ndarray, fy: np.ndarray) -> np.ndarray:
+    """Fourier transform of the unit-integral ellipse ``E * disc`` at (fx, fy) cycles/px."""
+    # FT of {E u} at nu equals FT of the unit disc at E^T nu.
+    ux = ellipse[0, 0] * fx + ellipse[1, 0] * fy
+    uy = ellipse[0, 1] * fx + ellipse[1, 1] * fy
+    arg = 2 * np.pi * np.hypot(ux, uy)
+    out = np.ones_like(arg)
+    nz = arg > 1e-9
+    out[nz] = 2 * j1(arg[nz]) / arg[nz]
+    return out
+
+
+def _grad_op(n: int) -> sp.csr_matrix:
+    d = sp.diags([-np.ones(n - 1), np.ones(n - 1)], [0, 1], shape=(n - 1, n))
+    eye = sp.identity(n)
+    return sp.vstack([sp.kron(eye, d), sp.kron(d, eye)]).tocsr()
+
+
+def estimate_psf_dots(
+    image: np.ndarray,
+    centres_xy: np.ndarray,
+    *,
+    dot_ellipse: np.ndarray | float,
+    size: int = 15,
+    oversample: int = 3,
+    saturation_level: float | None = 0.98,
+    mask: np.ndarray | None = None,
+    min_snr: float = 10.0,
+    reg: float = 0.3,
+    iterations: int = 300,
+) -> DotsPSF:
+    """Estimate the local system PSF from dots at known sub-pixel centres.
+
+    Parameters
+    ----------
+    image : ndarray (h, w)
+        Linear photo crop (one channel). Dots may be bright on dark or dark on bright.
+    centres_xy : ndarray (n, 2)
+        Dot centres (x, y) in crop pixel coordinates (origin: top-left pixel centre),
+        from the registration (the green channel's geometry for every channel, so
+        lateral colour stays in the red and blue PSFs).
+    dot_ellipse : float or ndarray (2, 2), keyword-only
+        Imaged dot shape: a diameter in pixels (a circle) or the matrix ``E`` of
+        :func:`dot_ellipse_px`. One shape for the neighbourhood.
+    size : int, keyword-only
+        Odd side ``k`` of the sensor-grid PSF.
+    oversample : int, keyword-only
+        Fine samples per pixel for the shift-and-add (2 to 4).
+    saturation_level : float or None, keyword-only
+        Pixels at or above this value are clipped; dots containing any are skipped.
+    mask : ndarray (h, w) of bool, optional, keyword-only
+        True where pixels are known bad (saturated); such dots are skipped.
+    min_snr : float, keyword-only
+        Dots whose peak signal is below ``min_snr`` times the background noise are skipped.
+    reg : float, keyword-only
+        Weight of the gradient penalty on the fine PSF, relative to the data energy.
+    iterations : int, keyword-only
+        Projected-gradient iterations enforcing a non-negative PSF.
+
+    Returns
+    -------
+    DotsPSF
+
+    Raises
+    ------
+    CalibError
+        No usable dot (all saturated or too noisy, or outside the crop).
+    """
+    s = int(oversample)
+    if size % 2 == 0 or size < 1:
+        raise CalibError(f"PSF size {size} must be odd and positive")
+    if s < 1:
+        raise CalibError(f"oversample {oversample} must be a positive integer")
+    image = np.asarray(image, dtype=np.float64)
+    centres = np.atleast_2d(np.asarray(centres_xy, dtype=np.float64))
+    ell = (
+        np.eye(2) * (0.5 * float(dot_ellipse))
+        if np.ndim(dot_ellipse) == 0
+        else np.asarray(dot_ellipse, dtype=np.float64)
+    )
+    dot_r = float(np.linalg.norm(ell, 2))
+    r = size // 2
+    h, w = image.shape
+    support = r + dot_r + 1.0  # beyond this a dot's light is negligible by construction
+    half = int(np.ceil(support)) + 1
+    yy, xx = np.mgrid[-half:half + 1, -half:half + 1]
+    bg_plane, bg_sigma = _background_plane(image, centres, support, mask)
+    n_sat = n_noisy = 0
+    used, sigs, offs, amps, snrs = [], [], [], [], []
+    for cx, cy in centres:
+        ix, iy = int(round(cx)), int(round(cy))
+        if ix - half < 0 or iy - half < 0 or ix + half >= w or iy + half >= h:
+            continue
+        win = image[iy - half:iy + half + 1, ix - half:ix + half + 1]
+        if (saturation_level is not None and win.max() >= saturation_level) or (
+            mask is not None and mask[iy - half:iy + half + 1, ix - half:ix + half + 1].any()
+        ):
+            n_sat += 1
+            continue
+        tx, ty = ix + xx - cx, iy + yy - cy
+        if bg_plane is not None:
+            bg = bg_plane[0] + bg_plane[1] * (ix + xx) + bg_plane[2] * (iy + yy)
+            sigma = bg_sigma
+        else:  # dots too dense for a shared background: use each dot's outer ring
+            ring = np.hypot(tx, ty) > support
+            bg = float(np.median(win[ring]))
+            sigma = 1.4826 * float(np.median(np.abs(win[ring] - bg))) + 1e-12
+        sig = win - bg
+        inner = np.hypot(tx, ty) <= support
+        if sig[inner].sum() < 0:  # dark dot on a bright background
+            sig = -sig
+        peak = float(sig.max())
+        if peak < min_snr * sigma:
+            n_noisy += 1
+            continue
+        snrs.append(peak / max(sigma, 1e-12))
+        used.append((cx, cy))
+        sigs.append(sig[inner])
+        offs.append(np.stack([tx[inner], ty[inner]], axis=1))
+        amps.append(float(sig[inner].sum()))
+    if not sigs:
+        raise CalibError(
+            f"no usable dot among {len(centres)} in this region ({n_sat} saturated, "
+            f"{n_noisy} too noisy); "
+            + ("use a shorter exposure" if n_sat >= n_noisy else "use a longer exposure or more light")
+        )
+    # Each dot's sum is noisy; illumination varies slowly, so share a plane fitted to them.
+    amp = _smooth_amplitudes(np.asarray(used), np.asarray(amps))
+    ts = offs
+    vs = [sg / a for sg, a in zip(sigs, amp)]
+    t = np.concatenate(ts)
+    v = np.concatenate(vs)
+
+    # One regularised, non-negative least-squares solve for p on the fine grid: each
+    # sample is the dot shape convolved with p (piecewise bilinear between fine nodes),
+    # evaluated at the sample's offset from its dot centre.
+    big = r * s
+    n = 2 * big + 1
+    table, tstep, treach = _dot_tent_table(ell, s)
+    reach = int(np.ceil(treach * s))  # fine nodes within reach of one sample
+    sx, sy = np.meshgrid(np.arange(-reach, reach + 1), np.arange(-reach, reach + 1))
+    sx, sy = sx.ravel(), sy.ravel()
+    base_x = np.rint(t[:, 0] * s).astype(int)
+    base_y = np.rint(t[:, 1] * s).astype(int)
+    jx = base_x[:, None] + sx[None, :]
+    jy = base_y[:, None] + sy[None, :]
+    dx = t[:, :1] - jx / s  # offset of the sample from each node, px
+    dy = t[:, 1:] - jy / s
+    ok = (np.abs(jx) <= big) & (np.abs(jy) <= big) & (np.abs(dx) < treach) & (np.abs(dy) < treach)
+    c0 = (table.shape[0] - 1) / 2
+    vals = map_coordinates(table, [dy[ok] / tstep + c0, dx[ok] / tstep + c0], order=1)
+    rows = np.broadcast_to(np.arange(len(v))[:, None], ok.shape)[ok]
+    cols = ((jy + big) * n + (jx + big))[ok]
+    amat = sp.csr_matrix((vals, (rows, cols)), shape=(len(v), n * n))
+    ata = (amat.T @ amat).tocsr()
+    scale = float(ata.diagonal().mean())
+    grad = _grad_op(n)
+    hmat = (ata + (reg * scale) * (grad.T @ grad) + (1e-8 * scale) * sp.identity(n * n)).tocsc()
+    rhs = amat.T @ v
+    x = spla.spsolve(hmat, rhs)
+    x = _nonneg_fista(hmat.tocsr(), rhs, x, iterations)
+    p = x.reshape(n, n)
+    if p.sum() <= 0:
+        raise CalibError("the dots in this region show no PSF; check the registration and the chart layout")
+    fine = p / p.sum()
+    coarse = fine[::s, ::s]
+    coarse = coarse / coarse.sum()
+    return DotsPSF(
+        psf=coarse.astype(np.float32),
+        psf_fine=fine.astype(np.float32),
+        oversample=s,
+        n_dots=len(sigs),
+        n_saturated=n_sat,
+        n_noisy=n_noisy,
+        snr=float(np.median(snrs)),
+    )
+
+
+def _background_plane(
+    image: np.ndarray, centres: np.ndarray, support: float, mask: np.ndarray | None
+) -> tuple[np.ndarray | None, float]:
+    """Robust plane a + b x + c y through the pixels no dot reaches, and their noise sigma."""
+    h, w = image.shape
+    step = max(1, int(np.sqrt(h * w / 40000)))  # enough pixels, bounded cost
+    ys, xs = np.mgrid[0:h:step, 0:w:step]
+    far = np.ones(xs.shape, bool)
+    for cx, cy in centres:
+        far &= (xs - cx) ** 2 + (ys - cy) ** 2 > support**2
+    if mask is not None:
+        far &= ~mask[::step, ::step]
+    if far.sum() < 50:
+        return None, 0.0
+    x, y, v = xs[far].astype(float), ys[far].astype(float), image[::step, ::step][far]
+    a = np.stack([np.ones_like(x), x, y], axis=1)
+    keep = np.ones(len(v), bool)
+    for _ in range(3):  # trim outliers (dust, stray light) then refit
+        coef = np.linalg.lstsq(a[keep], v[keep], rcond=None)[0]
+        res = v - a @ coef
+        sigma = 1.4826 * float(np.median(np.abs(res[keep]))) + 1e-12
+        keep = np.abs(res) < 4 * sigma
+    return coef, sigma
+
+
+def _smooth_amplitudes(xy: np.ndarray, amps: np.ndarray) -> np.ndarray:
+    """Per-dot brightness from a robust plane over the neighbourhood (fewer than 6 dots: median)."""
+    if len(amps) < 6:
+        return np.full(len(amps), float(np.median(amps)))
+    a = np.stack([np.ones(len(amps)), xy[:, 0] - xy[:, 0].mean(), xy[:, 1] - xy[:, 1].mean()], axis=1)
+    keep = np.ones(len(amps), bool)
+    for _ in range(3):
+        coef = np.linalg.lstsq(a[keep], amps[keep], rcond=None)[0]
+        res = amps - a @ coef
+        scale = 1.4826 * float(np.median(np.abs(res[keep]))) + 1e-12
+        keep = np.abs(res) < 4 * scale
+    out = a @ coef
+    return np.where(out > 0, out, float(np.median(amps)))
+
+
+def _dot_tent_table(ellipse: np.ndarray, s: int) -> tuple[np.ndarray, float, float]:
+    """Tabulate (dot * tent_s)(t): one fine node's contribution to a pixel sample.
+
+    The dot is the unit-integral ellipse ``E * disc``; the tent is the bilinear
+    interpolation kernel of the fine grid (half-width ``1/s`` px). Returns the table,
+    its step (px) and its reach (px, half-width).
+    """
+    sub = 16  # table samples per fine step
+    step = 1.0 / (s * sub)
+    dot_r = float(np.linalg.norm(ellipse, 2))
+    reach = dot_r + 1.0 / s + step
+    m = int(np.ceil(reach / step))
+    ax = np.arange(-m, m + 1) * step
+    gx, gy = np.meshgrid(ax, ax)
+    inv = np.linalg.inv(ellipse)
+    # Area-weighted indicator: 4x4 sub-samples per table cell for a smooth rim.
+    acc = np.zeros_like(gx)
+    for ox in (-0.375, -0.125, 0.125, 0.375):
+        for oy in (-0.375, -0.125, 0.125, 0.375):
+            px, py = gx + ox * step, gy + oy * step
+            ux = inv[0, 0] * px + inv[0, 1] * py
+            uy = inv[1, 0] * px + inv[1, 1] * py
+            acc += (ux * ux + uy * uy) <= 1.0
+    dot = acc / acc.sum()
+    tent1 = np.clip(1.0 - np.abs(np.arange(-sub, sub + 1)) / sub, 0, None)
+    table = fftconvolve(dot, np.outer(tent1, tent1), mode="same")
+    return table, step, reach
+
+
+def _nonneg_fista(hmat, rhs: np.ndarray, x0: np.ndarray, iterations: int) -> np.ndarray:
+    """Minimise 1/2 x^T H x - rhs^T x subject to x >= 0, from ``x0`` (accelerated projection)."""
+    v = np.random.default_rng(0).standard_normal(len(rhs))
+    for _ in range(30):
+        v = hmat @ v
+        v /= np.linalg.norm(v)
+    lip = float(v @ (hmat @ v)) * 1.05
+    x = np.clip(x0, 0, None)
+    y, t = x.copy(), 1.0
+    for _ in range(iterations):
+        x_new = np.clip(y - (hmat @ y - rhs) / lip, 0, None)
+        t_new = 0.5 * (1 + np.sqrt(1 + 4 * t * t))
+        y = x_new + ((t - 1) / t_new) * (x_new - x)
+        x, t = x_new, t_new
+    return x

@@ -1,0 +1,59 @@
+"""Dots estimator against seeded synthetic truth (known system PSF, known dot centres)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from calib import CalibError
+from calib._psf_dots import dot_ellipse_px, estimate_psf_dots
+
+from _psf_synth import dot_scene, photograph, rel_l2, system_psf
+
+
+@pytest.fixture
+def dots_photo(rng):
+    psf_fine, truth = system_psf(4)
+    scene, centres = dot_scene(220, 220, rng)
+    return photograph(scene, psf_fine, rng), centres, truth
+
+
+def test_dots_psf_matches_truth_within_5_percent(dots_photo):
+    image, centres, truth = dots_photo
+    est = estimate_psf_dots(image, centres, dot_ellipse=1.0, size=9, oversample=3)
+    assert rel_l2(est.psf, truth) < 0.05
+
+
+def test_dots_psf_is_normalised_odd_and_non_negative(dots_photo):
+    image, centres, _ = dots_photo
+    est = estimate_psf_dots(image, centres, dot_ellipse=1.0, size=9, oversample=2)
+    assert est.psf.shape == (9, 9) and est.psf_fine.shape == (17, 17)
+    assert est.psf.min() >= 0 and abs(float(est.psf.sum()) - 1) < 1e-5
+
+
+def test_dots_psf_follows_a_shift_of_the_registered_centres(dots_photo):
+    # Centres registered 0.5 px too far right put the PSF's centroid 0.5 px left.
+    image, centres, truth = dots_photo
+    est = estimate_psf_dots(image, centres + [0.5, 0.0], dot_ellipse=1.0, size=9, oversample=2)
+    ax = np.arange(-4, 5)
+    shift = float((est.psf.sum(0) * ax).sum() - (truth.sum(0) * ax).sum())
+    assert abs(shift + 0.5) < 0.05
+
+
+def test_saturated_dots_are_skipped_and_counted(dots_photo):
+    image, centres, _ = dots_photo
+    clipped = image.copy()
+    top = slice(0, image.shape[0] // 2)
+    clipped[top] = np.minimum(clipped[top], 0.1)
+    est = estimate_psf_dots(clipped, centres, dot_ellipse=1.0, size=9, oversample=2, saturation_level=0.1)
+    assert est.n_saturated > 0 and est.n_dots + est.n_saturated <= len(centres)
+
+
+def test_all_saturated_dots_raise_with_the_count_and_a_shorter_exposure(dots_photo):
+    image, centres, _ = dots_photo
+    with pytest.raises(CalibError, match=r"saturated.*shorter exposure"):
+        estimate_psf_dots(np.minimum(image * 50, 1.0), centres, dot_ellipse=1.0, size=9)
+
+
+def test_dot_ellipse_scales_the_jacobian_by_the_radius():
+    e = dot_ellipse_px(0.5, np.array([[4.0, 0.0], [0.0, 2.0]]))
+    np.testing.assert_allclose(e, [[1.0, 0.0], [0.0, 0.5]])
