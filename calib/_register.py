@@ -1,0 +1,250 @@
+"""Register a photo to its chart: homography from the ArUco markers, refined on the dots,
+plus the lens's radial distortion about the frame centre.
+
+Model (chart mm -> recorded pixel)::
+
+    p = H(mm)                                  (ideal, undistorted image)
+    q = c + (p - c) (1 + k1 rho^2 + k2 rho^4)  rho = |p - c| / norm_radius_px
+
+with ``c`` the frame centre and ``norm_radius_px`` the half-diagonal, the convention of
+the simulated camera. The dot centroids measured in the green channel drive the fit;
+the result places every dot (and so every PSF) to a small fraction of a pixel.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import least_squares
+
+import targets
+
+from ._errors import CalibError
+
+__all__ = ["Registration", "register_chart", "measure_dot_centroids"]
+
+
+@dataclass(frozen=True)
+class Registration:
+    """Chart-to-photo geometry.
+
+    Attributes
+    ----------
+    homography : ndarray (3, 3)
+        Chart mm -> undistorted pixels.
+    centre_xy_px : (float, float)
+        Distortion centre (the frame centre).
+    norm_radius_px : float
+        Radius normalising ``rho`` (half the frame diagonal).
+    k1, k2 : float
+        Radial distortion coefficients (ideal -> recorded).
+    residual_rms_px, residual_max_px : float
+        Misfit of the measured dot centroids (0 when the chart has no dots).
+    n_points : int
+        Dot centroids used in the fit.
+    n_markers : int
+        Markers detected.
+    """
+
+    homography: np.ndarray
+    centre_xy_px: tuple[float, float]
+    norm_radius_px: float
+    k1: float
+    k2: float
+    residual_rms_px: float
+    residual_max_px: float
+    n_points: int
+    n_markers: int
+
+    def distort(self, xy: np.ndarray) -> np.ndarray:
+        """Ideal (N, 2) pixel positions -> recorded positions."""
+        p = np.asarray(xy, dtype=np.float64)
+        d = p - self.centre_xy_px
+        rho2 = (d**2).sum(-1, keepdims=True) / self.norm_radius_px**2
+        return self.centre_xy_px + d * (1 + self.k1 * rho2 + self.k2 * rho2**2)
+
+    def chart_to_image(self, mm: np.ndarray) -> np.ndarray:
+        """Chart positions (N, 2) mm -> recorded (distorted) pixel positions (N, 2)."""
+        return self.distort(_apply_h(self.homography, mm))
+
+    def jacobian(self, mm: np.ndarray, *, step_mm: float = 0.05) -> np.ndarray:
+        """d(pixel)/d(mm) at chart positions (N, 2) -> (N, 2, 2), by central differences."""
+        mm = np.atleast_2d(np.asarray(mm, dtype=np.float64))
+        jx = (self.chart_to_image(mm + [step_mm, 0]) - self.chart_to_image(mm - [step_mm, 0])) / (2 * step_mm)
+        jy = (self.chart_to_image(mm + [0, step_mm]) - self.chart_to_image(mm - [0, step_mm])) / (2 * step_mm)
+        return np.stack([jx, jy], axis=-1)
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary (stored with the calibration as the distortion report)."""
+        return {
+            "homography": np.asarray(self.homography).tolist(),
+            "centre_xy_px": list(self.centre_xy_px),
+            "norm_radius_px": self.norm_radius_px,
+            "k1": self.k1,
+            "k2": self.k2,
+            "residual_rms_px": self.residual_rms_px,
+            "residual_max_px": self.residual_max_px,
+            "n_points": self.n_points,
+            "n_markers": self.n_markers,
+        }
+
+
+def _apply_h(h: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    xy = np.atleast_2d(np.asarray(xy, dtype=np.float64))
+    v = xy @ h[:, :2].T + h[:, 2]
+    return v[:, :2] / v[:, 2:3]
+
+
+def measure_dot_centroids(
+    image: np.ndarray, guesses_xy: np.ndarray, *, half_px: int, saturation_level: float = 0.98
+) -> tuple[np.ndarray, np.ndarray]:
+    """Background-subtracted intensity centroids of dots near ``guesses_xy``.
+
+    Returns (centroids (N, 2), ok (N,) bool); a dot is not ok when its window leaves
+    the frame, holds clipped pixels or shows no signal above the noise.
+    """
+    h, w = image.shape
+    out = np.full((len(guesses_xy), 2), np.nan)
+    ok = np.zeros(len(guesses_xy), bool)
+    yy, xx = np.mgrid[-half_px:half_px + 1, -half_px:half_px + 1]
+    edge = np.maximum(np.abs(xx), np.abs(yy)) == half_px
+    for i, (gx, gy) in enumerate(guesses_xy):
+        cx, cy = gx, gy
+        good = False
+        for _ in range(3):  # recentre the window on the centroid
+            ix, iy = int(round(cx)), int(round(cy))
+            if ix - half_px < 0 or iy - half_px < 0 or ix + half_px >= w or iy + half_px >= h:
+                good = False
+                break
+            win = image[iy - half_px:iy + half_px + 1, ix - half_px:ix + half_px + 1].astype(np.float64)
+            if win.max() >= saturation_level:
+                good = False
+                break
+            bg = float(np.median(win[edge]))
+            noise = 1.4826 * float(np.median(np.abs(win[edge] - bg))) + 1e-9
+            sig = win - bg
+            if abs(sig).max() < 8 * noise:
+                good = False
+                break
+            if sig.sum() < 0:
+                sig = -sig
+            if sig[edge].max() > 0.2 * sig.max():  # another element (paper, marker) in the window
+                good = False
+                break
+            sig = np.where(sig > 3 * noise, sig, 0.0)  # keep the noise floor out of the moments
+            total = sig.sum()
+            cx, cy = ix + float((sig * xx).sum() / total), iy + float((sig * yy).sum() / total)
+            good = True
+        if good and np.hypot(cx - gx, cy - gy) < 0.4 * half_px:
+            out[i] = cx, cy
+            ok[i] = True
+    return out, ok
+
+
+def _params_to_model(params: np.ndarray):
+    h = np.append(params[:8], 1.0).reshape(3, 3)
+    return h, params[8], params[9]
+
+
+def register_chart(
+    image: np.ndarray,
+    layout: targets.Layout,
+    *,
+    source: str | os.PathLike = "the photo",
+    layout_name: str | os.PathLike = "the layout",
+    fit_distortion: bool = True,
+) -> Registration:
+    """Register one photo (its green or only channel) to ``layout``.
+
+    Parameters
+    ----------
+    image : ndarray (H, W)
+        Linear green channel.
+    layout : targets.Layout
+    source, layout_name : str, keyword-only
+        Named in error messages.
+    fit_distortion : bool, keyword-only
+        Fit k1, k2 (needs dots across the frame); otherwise a pure homography.
+
+    Returns
+    -------
+    Registration
+
+    Raises
+    ------
+    CalibError
+        No (or too few) markers of ``layout`` in the photo.
+    """
+    img = np.asarray(image, dtype=np.float32)
+    h_img, w_img = img.shape
+    n_expected = len(layout.markers.items)
+    try:
+        match = targets.find_markers(img, layout)
+    except targets.TargetError as exc:
+        raise CalibError(f"chart not found in {source}: {exc}") from None
+    if match.n_found < 2:
+        raise CalibError(
+            f"chart not found in {source}: {match.n_found} of {n_expected} markers detected; "
+            f"is this the chart in {layout_name}?"
+        )
+    h0 = match.homography()
+    h0 = h0 / h0[2, 2]
+    centre = ((w_img - 1) / 2.0, (h_img - 1) / 2.0)
+    norm = float(np.hypot(w_img / 2.0, h_img / 2.0))
+    base = Registration(h0, centre, norm, 0.0, 0.0, 0.0, 0.0, 0, match.n_found)
+    if not layout.dots:
+        return base
+    dots_mm = np.array([(d.x_mm, d.y_mm) for d in layout.dots])
+    pitch_mm = float(layout.params.get("dot_pitch_mm", 0.0)) or _nearest_spacing(dots_mm)
+    px_per_mm = float(np.sqrt(abs(np.linalg.det(base.jacobian(dots_mm[:1])[0]))))
+    half = int(max(3, min(0.4 * pitch_mm * px_per_mm, 12)))
+    reg = base
+    for _ in range(2):
+        guess = reg.chart_to_image(dots_mm)
+        cent, ok = measure_dot_centroids(img, guess, half_px=half)
+        if ok.sum() < 12:
+            return reg
+        src, dst = dots_mm[ok], cent[ok]
+        # Marker corners pin the homography where there are no dots.
+        src_all = np.vstack([src, match.chart_mm])
+        dst_all = np.vstack([dst, match.image_px])
+        wts = np.concatenate([np.ones(len(src)), np.full(len(match.chart_mm), 0.3)])
+
+        def resid(p, src_all=src_all, dst_all=dst_all, wts=wts):
+            hm, k1, k2 = _params_to_model(p)
+            r = Registration(hm, centre, norm, k1, k2, 0, 0, 0, 0)
+            return ((r.chart_to_image(src_all) - dst_all) * wts[:, None]).ravel()
+
+        p0 = np.concatenate([(reg.homography / reg.homography[2, 2]).ravel()[:8], [reg.k1, reg.k2]])
+        if not fit_distortion:
+            p0 = p0[:8]
+            fun = lambda p: resid(np.concatenate([p, [0.0, 0.0]]))  # noqa: E731
+        else:
+            fun = resid
+        sol = least_squares(fun, p0, x_scale="jac", method="lm")
+        p = sol.x if fit_distortion else np.concatenate([sol.x, [0.0, 0.0]])
+        hm, k1, k2 = _params_to_model(p)
+        reg = Registration(hm, centre, norm, float(k1), float(k2), 0, 0, 0, match.n_found)
+        res = np.hypot(*(reg.chart_to_image(src) - dst).T)
+        # Drop gross outliers (dust, a mis-measured dot) and refit once more.
+        keep = res < max(5 * np.median(res), 0.5)
+        if keep.all():
+            continue
+        ok_idx = np.nonzero(ok)[0][~keep]
+        ok[ok_idx] = False
+    guess = reg.chart_to_image(dots_mm)
+    cent, ok = measure_dot_centroids(img, guess, half_px=half)
+    res = np.hypot(*(guess[ok] - cent[ok]).T) if ok.any() else np.zeros(1)
+    return Registration(
+        reg.homography, centre, norm, reg.k1, reg.k2,
+        float(np.sqrt(np.mean(res**2))), float(res.max()), int(ok.sum()), match.n_found,
+    )
+
+
+def _nearest_spacing(pts: np.ndarray) -> float:
+    if len(pts) < 2:
+        return 10.0
+    d = np.hypot(*(pts[:, None, :] - pts[None, :, :]).transpose(2, 0, 1))
+    d[d == 0] = np.inf
+    return float(np.median(d.min(1)))
