@@ -185,6 +185,9 @@ def _dots(ctx: _Context, box: _Box, *, dot_mm: float | None = None, max_psf_px: 
     params = {
         "dot_mm": dot_mm,
         "dot_pitch_mm": pitch,
+        # Dot phases are in units of this length: one sensor pixel on the chart (the dot
+        # diameter when no shooting geometry was given).
+        "phase_unit_mm": foot,
         "max_psf_px": max_psf_px,
         "phases": phases,
         "pinhole_plate": {

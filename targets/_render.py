@@ -45,6 +45,23 @@ def _text_alpha(text: str, px_per_mm_height: int = 48) -> np.ndarray:
     return np.asarray(img, dtype=np.float64) / 255.0
 
 
+def _halfplane_coverage(d, a, b):
+    """Exact area fraction of a footprint parallelogram on the inner side of a straight edge.
+
+    ``d`` is the signed distance of the footprint centre from the edge (inside
+    positive); ``a`` and ``b`` are the lengths of its two sides projected on the
+    edge normal. The fraction is the CDF of the sum of two uniform variables.
+    """
+    a, b = np.maximum(a, b), np.minimum(a, b)
+    a = np.maximum(a, 1e-12)
+    b = np.maximum(b, 1e-9 * a)
+    t = np.clip(d + 0.5 * (a + b), 0.0, a + b)
+    rise = t * t / (2 * a * b)
+    flat = (t - 0.5 * b) / a
+    fall = 1.0 - (a + b - t) ** 2 / (2 * a * b)
+    return np.where(t <= b, rise, np.where(t <= a, flat, fall))
+
+
 # ---------------------------------------------------------------- shapes
 
 @dataclass
@@ -79,8 +96,9 @@ class _Polygon:
     def coverage(self, u, v, j):
         c = 1.0
         for (nx, ny), o in zip(self.normals, self.offsets):
-            ext = np.abs(nx * j[0] + ny * j[2]) + np.abs(nx * j[1] + ny * j[3]) + 1e-12
-            c = c * np.clip((nx * u + ny * v - o) / ext + 0.5, 0.0, 1.0)
+            a = np.abs(nx * j[0] + ny * j[2])
+            b = np.abs(nx * j[1] + ny * j[3])
+            c = c * _halfplane_coverage(nx * u + ny * v - o, a, b)
         return c
 
 
@@ -101,8 +119,12 @@ class _Disc:
         du, dv = u - self.cx, v - self.cy
         rho = np.hypot(du, dv) + 1e-15
         nx, ny = du / rho, dv / rho
-        ext = np.abs(nx * j[0] + ny * j[2]) + np.abs(nx * j[1] + ny * j[3]) + 1e-12
-        return np.clip((self.r - rho) / ext + 0.5, 0.0, 1.0)
+        a = np.abs(nx * j[0] + ny * j[2])
+        b = np.abs(nx * j[1] + ny * j[3])
+        # Straight-edge coverage around a circle adds pi * var to its area (var of the
+        # footprint projected on the normal); shrinking the radius keeps the integral exact.
+        r_eff = np.sqrt(np.maximum(self.r * self.r - (a * a + b * b) / 12.0, 0.0))
+        return _halfplane_coverage(r_eff - rho, a, b)
 
 
 # ---------------------------------------------------------------- values

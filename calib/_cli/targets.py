@@ -52,7 +52,7 @@ def register(subparsers) -> None:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    m.add_argument("kind", metavar="KIND", choices=targets.KINDS,
+    m.add_argument("kind", metavar="KIND",
                    help="dots (PSF), stripes (MTF gratings), edges (slanted-edge MTF), noise (PSF from a "
                         "known random pattern) or combo (dots, edges and stripes on one sheet)")
     m.add_argument("-o", "--output", required=True, metavar="NAME.pdf|.png|.svg",
@@ -109,5 +109,7 @@ def run_make(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{len(getattr(layout, n))} {n}" for n in ("dots", "stripes", "edges", "noise")
                        if getattr(layout, n))
     print(f"wrote {files.chart} and {files.layout}: {counts}, {len(layout.markers.items)} markers "
-          f"({layout.markers.dictionary}); print at 100 %, no scaling; the bar must measure 100 mm")
+          f"({layout.markers.dictionary}); "
+          + ("show it at one image pixel per screen pixel" if layout.screen else
+             "print at 100 %, no scaling; the bar must measure 100 mm"))
     return 0
