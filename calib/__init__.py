@@ -27,6 +27,7 @@ from ._db import (
     import_npz,
 )
 from ._imageio import GammaEncodedWarning, LinearImage, load_linear
+from ._edge import EdgeMTF, measure_edge
 from ._camera import Camera, CameraInfo, Setting, check_image_file, open_camera
 from ._gphoto2_backend import DetectedCamera, GPhoto2Camera, detect_cameras
 from ._simcamera import SimCamera
@@ -41,6 +42,11 @@ from ._session import (
     parse_focus_spec,
     run_session,
 )
+
+from ._psf_dots import DotsPSF, dot_ellipse_px, estimate_psf_dots
+from ._psf_pattern import PatternPSF, estimate_psf_pattern
+from ._register import Registration, register_chart
+from ._analyze import AnalysisResult, analyze_images, analyze_session, estimate_noise_model
 
 __all__ = [
     "CalibError",
@@ -72,6 +78,8 @@ __all__ = [
     "GammaEncodedWarning",
     "LinearImage",
     "load_linear",
+    "EdgeMTF",
+    "measure_edge",
     "Camera",
     "CameraInfo",
     "Setting",
@@ -90,4 +98,15 @@ __all__ = [
     "load_session",
     "parse_focus_spec",
     "run_session",
+    "DotsPSF",
+    "dot_ellipse_px",
+    "estimate_psf_dots",
+    "PatternPSF",
+    "estimate_psf_pattern",
+    "Registration",
+    "register_chart",
+    "AnalysisResult",
+    "analyze_images",
+    "analyze_session",
+    "estimate_noise_model",
 ]

@@ -181,8 +181,11 @@ def register_chart(
     n_expected = len(layout.markers.items)
     try:
         match = targets.find_markers(img, layout)
-    except targets.TargetError as exc:
-        raise CalibError(f"chart not found in {source}: {exc}") from None
+    except targets.TargetError:
+        raise CalibError(
+            f"chart not found in {source}: 0 of {n_expected} markers detected; "
+            f"is this the chart in {layout_name}?"
+        ) from None
     if match.n_found < 2:
         raise CalibError(
             f"chart not found in {source}: {match.n_found} of {n_expected} markers detected; "

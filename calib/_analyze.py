@@ -1,0 +1,486 @@
+"""From photos of a chart to a PSF map per colour channel (and into the PSF database).
+
+Pipeline per focus setting: load linear data, check the shots come from one camera and
+agree, average them, register the green channel to the chart (markers, dots, radial
+distortion), then estimate one PSF per field node and channel from the dots around the
+node (:mod:`calib._psf_dots`) or the noise pattern (:mod:`calib._psf_pattern`), centre
+every channel of a node on green's centroid, fill nodes without data from their
+neighbours (flagged) and measure the sensor noise from flat areas.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.ndimage import shift as nd_shift
+
+import targets
+
+from ._errors import CalibError
+from ._imageio import LinearImage, load_linear
+from ._psf_dots import estimate_psf_dots
+from ._psf_pattern import estimate_psf_pattern
+from ._psfmap import FLAG_FILLED, FLAG_NOISY, FLAG_SATURATED, PSFMap
+from ._records import CalibrationKey, NoiseModel, ShotMetadata
+from ._register import Registration, measure_dot_centroids, register_chart
+
+__all__ = ["AnalysisResult", "analyze_images", "analyze_session", "estimate_noise_model"]
+
+
+@dataclass(frozen=True)
+class AnalysisResult:
+    """What one analysis of one focus setting produced.
+
+    Attributes
+    ----------
+    psf_map : PSFMap
+        Per-channel PSF grid, green centroid on the centre sample, flags per node.
+    registration : Registration
+        Geometry and the distortion report.
+    noise : NoiseModel or None
+    metadata : ShotMetadata
+        Of the (first) photo.
+    n_images : int
+        Photos averaged.
+    method : str
+        ``"dots"`` or ``"noise"``.
+    notes : tuple of str
+        Warnings worth showing (filled nodes, saturated dots ...).
+    """
+
+    psf_map: PSFMap
+    registration: Registration
+    noise: NoiseModel | None
+    metadata: ShotMetadata
+    n_images: int
+    method: str
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def key(self) -> CalibrationKey:
+        return CalibrationKey.from_metadata(self.metadata)
+
+
+def _progress(msg: str, enabled: bool) -> None:
+    if enabled:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def _load(images: Sequence[str | os.PathLike | LinearImage]) -> list[LinearImage]:
+    out = []
+    for im in images:
+        out.append(im if isinstance(im, LinearImage) else load_linear(im))
+    return out
+
+
+def _check_same_camera(imgs: list[LinearImage]) -> None:
+    first = imgs[0]
+    for im in imgs[1:]:
+        a, b = first.metadata, im.metadata
+        if (a.camera, a.serial) != (b.camera, b.serial) or im.data.shape != first.data.shape:
+            raise CalibError(
+                f"{im.path or 'a photo'} comes from another camera or format ({b.camera or 'unknown'} "
+                f"{im.width}x{im.height}) than {first.path or 'the first photo'} ({a.camera or 'unknown'} "
+                f"{first.width}x{first.height}); analyse each camera's photos in a separate run"
+            )
+
+
+def _average(imgs: list[LinearImage]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean data and union of saturated masks, after checking the shots agree."""
+    stack = [im.data.astype(np.float32) for im in imgs]
+    ref = stack[0]
+    scale = float(np.percentile(np.abs(ref), 99)) + 1e-6
+    for im, d in zip(imgs[1:], stack[1:]):
+        # Shots of one setting differ only by noise; a moved chart or changed light does not.
+        diff = float(np.median(np.abs(d - ref))) / scale
+        if diff > 0.05:
+            raise CalibError(
+                f"{im.path or 'a repeated shot'} does not agree with {imgs[0].path or 'the first shot'} "
+                f"(median difference {100 * diff:.0f} % of the signal); the chart or the light moved "
+                "between shots: reshoot or analyse them separately"
+            )
+    data = np.mean(stack, axis=0, dtype=np.float32) if len(stack) > 1 else ref
+    sat = np.logical_or.reduce([im.saturated for im in imgs])
+    return data, sat
+
+
+def estimate_noise_model(data: np.ndarray, channels: Sequence[str], *, block: int = 8) -> NoiseModel:
+    """Poisson-Gaussian noise from flat areas: variance = read^2 + gain * mean per channel.
+
+    Flat blocks are those whose variance is among the lowest for their brightness;
+    a robust line through (mean, variance) gives read noise and gain.
+    """
+    h, w = data.shape[:2]
+    hb, wb = h // block, w // block
+    reads, gains = [], []
+    for c in range(data.shape[2]):
+        x = data[: hb * block, : wb * block, c].reshape(hb, block, wb, block).transpose(0, 2, 1, 3)
+        x = x.reshape(hb * wb, block * block).astype(np.float64)
+        # Differences of neighbouring pixels cancel smooth structure (shading, blur).
+        d = np.diff(x.reshape(-1, block, block), axis=2).reshape(len(x), -1)
+        mean, var = x.mean(1), d.var(1) / 2
+        ok = (mean > 0) & (mean < 0.9)
+        mean, var = mean[ok], var[ok]
+        if len(mean) < 20:
+            reads.append(0.0)
+            gains.append(0.0)
+            continue
+        bins = np.quantile(mean, np.linspace(0, 1, 21))
+        mx, vy = [], []
+        for lo, hi in zip(bins[:-1], bins[1:]):
+            sel = (mean >= lo) & (mean <= hi)
+            if sel.sum() >= 5:
+                mx.append(np.median(mean[sel]))
+                vy.append(np.percentile(var[sel], 20))  # the flat blocks of this level
+        a = np.stack([np.ones(len(mx)), mx], 1)
+        coef = np.linalg.lstsq(a, np.asarray(vy), rcond=None)[0]
+        reads.append(float(np.sqrt(max(coef[0], 0.0))))
+        gains.append(float(max(coef[1], 0.0)))
+    return NoiseModel(tuple(channels), np.asarray(reads), np.asarray(gains))
+
+
+def _grid_nodes(w: int, h: int, grid: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
+    ny, nx = grid if grid is not None else (6, 9)
+    if ny < 1 or nx < 1:
+        raise CalibError(f"grid {grid} must have at least one node per axis")
+    return np.linspace(0, w - 1, nx), np.linspace(0, h - 1, ny)
+
+
+def _recentre(fine: np.ndarray, s: int, dx: float, dy: float) -> np.ndarray:
+    """Shift a fine PSF by (dx, dy) pixels, then sample it on the sensor grid."""
+    moved = nd_shift(fine.astype(np.float64), (dy * s, dx * s), order=3, mode="constant")
+    coarse = np.clip(moved[::s, ::s], 0, None)
+    return coarse / coarse.sum()
+
+
+def _centroid(psf: np.ndarray, s: int) -> tuple[float, float]:
+    k = psf.shape[0]
+    ax = (np.arange(k) - k // 2) / s
+    t = psf.sum()
+    return float((psf.sum(0) * ax).sum() / t), float((psf.sum(1) * ax).sum() / t)
+
+
+def _fill_missing(psf: np.ndarray, have: np.ndarray, flags: np.ndarray) -> None:
+    """Nodes without a measurement take the mean of their measured neighbours (growing)."""
+    ny, nx = have.shape
+    while not have.all():
+        if not have.any():
+            raise CalibError("no field node could be measured; check the chart, focus and exposure")
+        new = have.copy()
+        for i, j in zip(*np.nonzero(~have)):
+            nb = [(a, b) for a in (i - 1, i, i + 1) for b in (j - 1, j, j + 1)
+                  if 0 <= a < ny and 0 <= b < nx and have[a, b]]
+            if nb:
+                k = np.mean([psf[:, a, b] for a, b in nb], axis=0)
+                psf[:, i, j] = k / k.sum(axis=(-1, -2), keepdims=True)
+                flags[:, i, j] |= FLAG_FILLED
+                new[i, j] = True
+        have[:] = new
+
+
+def _psf_size_from_dots(green: np.ndarray, centres: np.ndarray, half: int) -> int:
+    """Odd PSF side holding 99.5 % of the median dot's light (at least 9)."""
+    yy, xx = np.mgrid[-half:half + 1, -half:half + 1]
+    r = np.hypot(xx, yy)
+    stack = []
+    h, w = green.shape
+    for cx, cy in centres[:: max(1, len(centres) // 60)]:
+        ix, iy = int(round(cx)), int(round(cy))
+        if half <= ix < w - half and half <= iy < h - half:
+            win = green[iy - half:iy + half + 1, ix - half:ix + half + 1].astype(np.float64)
+            ring = r >= half - 0.5
+            sig = win - np.median(win[ring])
+            if sig.sum() > 0:
+                stack.append(sig / sig.sum())
+    if not stack:
+        return 9
+    med = np.median(stack, axis=0)
+    order = np.argsort(r.ravel())
+    cum = np.cumsum(np.clip(med.ravel()[order], 0, None))
+    cum /= cum[-1]
+    radius = float(r.ravel()[order][np.searchsorted(cum, 0.995)])
+    return int(max(9, 2 * int(np.ceil(radius)) + 3))
+
+
+def analyze_images(
+    images: Sequence[str | os.PathLike | LinearImage],
+    layout: targets.Layout | str | os.PathLike,
+    *,
+    focus_position: int | None = None,
+    grid: tuple[int, int] | None = None,
+    oversample: int = 3,
+    psf_size: int | None = None,
+    progress: bool = False,
+) -> AnalysisResult:
+    """Measure the PSF map of one focus setting from photos of one chart.
+
+    Parameters
+    ----------
+    images : sequence of paths or LinearImage
+        Repeated shots of the same chart at the same setting (averaged).
+    layout : targets.Layout or path to its JSON
+    focus_position : int, optional, keyword-only
+        Overrides the focus position in the photos' metadata.
+    grid : (ny, nx), optional, keyword-only
+        Field nodes spanning the frame corner to corner; default (6, 9).
+    oversample : int, keyword-only
+        Sub-pixel sampling of the estimators.
+    psf_size : int, optional, keyword-only
+        Odd PSF side; default from the measured dot extent.
+    progress : bool, keyword-only
+        One line per step on stderr.
+
+    Returns
+    -------
+    AnalysisResult
+
+    Raises
+    ------
+    CalibError
+        No chart in a photo, photos of different cameras, mostly saturated dots, ...
+    """
+    layout_name = str(layout) if not isinstance(layout, targets.Layout) else "the layout"
+    if not isinstance(layout, targets.Layout):
+        layout = targets.load_layout(layout)
+    if not images:
+        raise CalibError("no photos given; name at least one photo of the chart")
+    imgs = _load(images)
+    _check_same_camera(imgs)
+    first = imgs[0]
+    name = str(first.path) if first.path else "the photo"
+    _progress(f"analyze: {len(imgs)} photo(s) of {layout.layout_id}, {first.width}x{first.height}", progress)
+    data, sat = _average(imgs)
+    channels = first.channels
+    if "G" in channels:
+        gi = channels.index("G")
+    elif len(channels) == 1 and channels[0] != "CFA":
+        gi = 0
+    else:
+        raise CalibError(f"{name} has channels {channels}; load it demosaiced (RGB) or as one grey channel")
+    green = data[..., gi]
+    reg = register_chart(green, layout, source=name, layout_name=layout_name)
+    _progress(
+        f"analyze: registered ({reg.n_markers} markers, {reg.n_points} dots, k1={reg.k1:+.5f} "
+        f"k2={reg.k2:+.5f}, residual {reg.residual_rms_px:.3f} px rms)", progress,
+    )
+    meta = first.metadata
+    if focus_position is not None:
+        meta = ShotMetadata.from_dict({**meta.to_dict(), "focus_position": int(focus_position)})
+    if layout.dots:
+        method = "dots"
+        pm, notes = _dots_map(data, sat, channels, gi, layout, reg, grid=grid, oversample=oversample,
+                              psf_size=psf_size, name=name, progress=progress)
+    elif layout.noise:
+        method = "noise"
+        pm, notes = _noise_map(data, sat, channels, gi, layout, reg, grid=grid,
+                               oversample=min(oversample, 2), psf_size=psf_size or 15, progress=progress)
+    else:
+        raise CalibError(
+            f"{layout_name} has neither dots nor a noise pattern; analyse a dots, noise or combo chart"
+        )
+    noise = estimate_noise_model(data if len(imgs) == 1 else first.data, channels)
+    return AnalysisResult(pm, reg, noise, meta, len(imgs), method, tuple(notes))
+
+
+def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, oversample, psf_size, name, progress):
+    h, w = data.shape[:2]
+    dots_mm = np.array([(d.x_mm, d.y_mm) for d in layout.dots])
+    pos = reg.chart_to_image(dots_mm)
+    inside = (pos[:, 0] > 2) & (pos[:, 1] > 2) & (pos[:, 0] < w - 3) & (pos[:, 1] < h - 3)
+    pos, dots_mm = pos[inside], dots_mm[inside]
+    if len(pos) == 0:
+        raise CalibError(f"no dot of the chart is inside {name}; frame the whole chart")
+    green = data[..., gi]
+    # Saturation: count dots with clipped pixels at their centre before doing any work.
+    ix, iy = np.rint(pos[:, 0]).astype(int), np.rint(pos[:, 1]).astype(int)
+    n_sat = int(sat[iy, ix].any(axis=-1).sum()) if sat.ndim == 3 else int(sat[iy, ix].sum())
+    if n_sat > 0.5 * len(pos):
+        raise CalibError(
+            f"{n_sat} of {len(pos)} dots are saturated in {name}; use a shorter exposure "
+            "(about half) and shoot again"
+        )
+    pitch_px = float(np.median(np.hypot(*np.diff(pos, axis=0).T)))
+    jac = reg.jacobian(dots_mm)
+    if psf_size is None:
+        psf_size = _psf_size_from_dots(green, pos, int(max(4, min(pitch_px / 2 - 1, 20))))
+    s = int(oversample)
+    xs, ys = _grid_nodes(w, h, grid)
+    ny, nx = len(ys), len(xs)
+    nc = len(channels)
+    psf = np.zeros((nc, ny, nx, psf_size, psf_size), np.float32)
+    flags = np.zeros((nc, ny, nx), np.uint8)
+    have = np.zeros((ny, nx), bool)
+    notes: list[str] = []
+    # Each node gathers the dots within one node spacing (phases must differ: many dots).
+    radius = max(np.diff(xs).max() if nx > 1 else w, np.diff(ys).max() if ny > 1 else h) * 0.75
+    dot_mm = float(layout.dots[0].diameter_mm)
+    for i, y in enumerate(ys):
+        for j, x in enumerate(xs):
+            near = np.hypot(pos[:, 0] - x, pos[:, 1] - y) <= radius
+            if near.sum() < 4:
+                _progress(f"analyze: node ({j},{i}) at ({x:.0f},{y:.0f}): {int(near.sum())} dots, filled", progress)
+                continue
+            cen = pos[near]
+            e = np.mean(jac[near], axis=0) * (0.5 * dot_mm)
+            pad = psf_size // 2 + int(np.ceil(np.linalg.norm(e, 2))) + 4
+            x0 = max(0, int(np.floor(cen[:, 0].min())) - pad)
+            y0 = max(0, int(np.floor(cen[:, 1].min())) - pad)
+            x1 = min(w, int(np.ceil(cen[:, 0].max())) + pad + 1)
+            y1 = min(h, int(np.ceil(cen[:, 1].max())) + pad + 1)
+            fines, node_flag, ok = [], 0, True
+            for c in range(nc):
+                try:
+                    est = estimate_psf_dots(
+                        data[y0:y1, x0:x1, c], cen - [x0, y0], dot_ellipse=e, size=psf_size,
+                        oversample=s, mask=sat[y0:y1, x0:x1, c] if sat.ndim == 3 else None,
+                    )
+                except CalibError:
+                    ok = False
+                    break
+                fines.append(est.psf_fine)
+                if est.n_saturated:
+                    node_flag |= FLAG_SATURATED
+                if est.n_dots < 4 or est.snr < 20:
+                    node_flag |= FLAG_NOISY
+            if not ok:
+                _progress(f"analyze: node ({j},{i}) at ({x:.0f},{y:.0f}): no usable dot, filled", progress)
+                continue
+            dx, dy = _centroid(fines[gi], s)
+            for c in range(nc):
+                psf[c, i, j] = _recentre(fines[c], s, -dx, -dy)
+            flags[:, i, j] |= node_flag
+            have[i, j] = True
+            _progress(f"analyze: node ({j},{i}) at ({x:.0f},{y:.0f}): {int(near.sum())} dots", progress)
+    if not have.all():
+        notes.append(f"{int((~have).sum())} of {have.size} field nodes had no usable dots and were filled")
+    _fill_missing(psf, have, flags)
+    nodes = np.stack(np.meshgrid(xs, ys, indexing="xy"), axis=-1)
+    return PSFMap(psf, nodes, tuple(channels), (w, h), 1, flags), notes
+
+
+def _noise_map(data, sat, channels, gi, layout, reg: Registration, *, grid, oversample, psf_size, progress):
+    """PSFs from the random noise pattern rendered through the registered geometry."""
+    h, w = data.shape[:2]
+    xs, ys = _grid_nodes(w, h, grid)
+    ny, nx = len(ys), len(xs)
+    nc = len(channels)
+    s = int(oversample)
+    psf = np.zeros((nc, ny, nx, psf_size, psf_size), np.float32)
+    flags = np.zeros((nc, ny, nx), np.uint8)
+    have = np.zeros((ny, nx), bool)
+    half = max(48, 4 * psf_size)
+    hinv = np.linalg.inv(reg.homography)
+    patch = layout.noise[0]
+    for i, y in enumerate(ys):
+        for j, x in enumerate(xs):
+            cx = int(np.clip(round(x), half, w - half - 1))
+            cy = int(np.clip(round(y), half, h - half - 1))
+            x0, y0 = cx - half, cy - half
+            # Local homography of the distorted mapping over the crop (distortion is smooth).
+            gx, gy = np.meshgrid(np.linspace(x0, x0 + 2 * half, 5), np.linspace(y0, y0 + 2 * half, 5))
+            img_pts = np.stack([gx.ravel(), gy.ravel()], 1)
+            mm = _undistort_to_mm(reg, hinv, img_pts)
+            if not ((mm[:, 0] > patch.x0_mm) & (mm[:, 0] < patch.x1_mm)
+                    & (mm[:, 1] > patch.y0_mm) & (mm[:, 1] < patch.y1_mm)).all():
+                continue
+            import cv2  # noqa: PLC0415
+
+            hl, _ = cv2.findHomography(mm, img_pts - [x0, y0])
+            to_fine = np.array([[s, 0, 0], [0, s, 0], [0, 0, 1.0]])
+            sharp = targets.render_layout(layout, (2 * half * s + s, 2 * half * s + s),
+                                          homography=to_fine @ hl, supersample=4)
+            sharp = sharp[: (2 * half + 1) * s, : (2 * half + 1) * s]
+            fines = []
+            try:
+                for c in range(nc):
+                    crop = data[y0:y0 + 2 * half + 1, x0:x0 + 2 * half + 1, c]
+                    wts = None if sat.ndim != 3 else (~sat[y0:y0 + 2 * half + 1, x0:x0 + 2 * half + 1, c]).astype(float)
+                    fines.append(estimate_psf_pattern(crop, sharp, size=psf_size, oversample=s, weights=wts).psf_fine)
+            except CalibError:
+                continue
+            dx, dy = _centroid(fines[gi], s)
+            for c in range(nc):
+                psf[c, i, j] = _recentre(fines[c], s, -dx, -dy)
+            have[i, j] = True
+            _progress(f"analyze: node ({j},{i}) at ({x:.0f},{y:.0f}): noise pattern", progress)
+    notes = []
+    if not have.all():
+        notes.append(f"{int((~have).sum())} of {have.size} field nodes were off the noise pattern and were filled")
+    _fill_missing(psf, have, flags)
+    nodes = np.stack(np.meshgrid(xs, ys, indexing="xy"), axis=-1)
+    return PSFMap(psf, nodes, tuple(channels), (w, h), 1, flags), notes
+
+
+def _undistort_to_mm(reg: Registration, hinv: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Recorded pixels -> chart mm (inverting the radial model by fixed-point iteration)."""
+    c = np.asarray(reg.centre_xy_px)
+    p = q.copy()
+    for _ in range(20):
+        d = p - c
+        rho2 = (d**2).sum(-1, keepdims=True) / reg.norm_radius_px**2
+        p = c + (q - c) / (1 + reg.k1 * rho2 + reg.k2 * rho2**2)
+    v = np.c_[p, np.ones(len(p))] @ hinv.T
+    return v[:, :2] / v[:, 2:]
+
+
+def analyze_session(
+    session_dir: str | os.PathLike,
+    *,
+    db,
+    replace: bool = False,
+    grid: tuple[int, int] | None = None,
+    oversample: int = 3,
+    progress: bool = False,
+) -> list[int]:
+    """Analyse every focus setting of a capture session into ``db`` (one transaction each).
+
+    Parameters
+    ----------
+    session_dir : path
+        A folder with ``session.json``.
+    db : calib.PSFDatabase
+        Open database.
+    replace : bool, keyword-only
+        Replace stored calibrations of the same setting.
+
+    Returns
+    -------
+    list of int
+        The calibration ids written.
+    """
+    from ._db import Calibration  # noqa: PLC0415
+    from ._session import load_session  # noqa: PLC0415
+
+    session = load_session(session_dir)
+    groups: dict[tuple[Any, Any], list] = {}
+    for shot in session.shots:
+        if shot.kind != "chart" and shot.chart_path is None:
+            continue
+        groups.setdefault((shot.focus_position, shot.chart_path), []).append(shot)
+    if not groups:
+        raise CalibError(f"{session_dir} holds no chart shots; capture a chart first")
+    ids = []
+    for (focus, chart_path), shots in sorted(groups.items(), key=lambda kv: (kv[0][0] is None, kv[0][0] or 0)):
+        layout_path = Path(chart_path)
+        if not layout_path.is_absolute():
+            layout_path = Path(session_dir) / layout_path
+        paths = [session.path(f) for s in shots for f in s.files]
+        _progress(f"analyze: focus {focus}: {len(paths)} photo(s)", progress)
+        res = analyze_images(paths, layout_path, focus_position=focus, grid=grid,
+                             oversample=oversample, progress=progress)
+        cal = Calibration(
+            key=res.key, psf_map=res.psf_map, noise=res.noise,
+            pixel_pitch_um=res.metadata.pixel_pitch_um,
+            metadata={"distortion": res.registration.to_dict(), "method": res.method,
+                      "n_images": res.n_images, "session": str(session_dir), "notes": list(res.notes)},
+        )
+        ids.append(db.add(cal, replace=replace))
+    return ids
+
+
+ProgressFn = Callable[[str], None]

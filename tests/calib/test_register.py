@@ -1,0 +1,35 @@
+"""Registration on rendered charts (real targets.render_layout, real ArUco detection)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import targets
+from calib import CalibError
+from calib._register import register_chart
+
+
+@pytest.fixture(scope="module")
+def dots_chart():
+    layout = targets.make_layout("dots", paper="A4", landscape=True, pixel_pitch_um=5.0,
+                                 focal_mm=50.0, distance_m=3.14)
+    hom = np.array([[3.2, 0.01, 110.0], [-0.01, 3.2, 55.0], [0.0, 0.0, 1.0]])
+    image = targets.render_layout(layout, (800, 1200), homography=hom, supersample=4)
+    return layout, hom, image.astype(np.float32)
+
+
+def test_registration_of_an_ideal_rendering_places_dots_within_0_1_px(dots_chart):
+    layout, hom, image = dots_chart
+    reg = register_chart(image, layout)
+    mm = np.array([(d.x_mm, d.y_mm) for d in layout.dots])
+    v = np.c_[mm, np.ones(len(mm))] @ hom.T
+    truth = v[:, :2] / v[:, 2:]
+    err = np.hypot(*(reg.chart_to_image(mm) - truth).T)
+    assert np.median(err) < 0.1
+
+
+def test_photo_without_the_chart_names_the_marker_count(dots_chart):
+    layout, _, image = dots_chart
+    blank = np.full_like(image, 0.5)
+    with pytest.raises(CalibError, match=r"chart not found in blank.tif: 0 of \d+ markers detected"):
+        register_chart(blank, layout, source="blank.tif", layout_name="dots.json")
