@@ -1,0 +1,55 @@
+"""Analysis accuracy on the simulated camera: per-node relative L2 of the dots-chart PSF map
+against the true map (green-centroid centred), lateral-colour and distortion errors, time.
+
+Run: ``.venv/bin/python bench/bench_analysis.py`` (slow: renders one shot of the small sensor).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+import calib
+import targets
+
+
+def _centroids(p: np.ndarray) -> np.ndarray:
+    ax = np.arange(p.shape[-1]) - p.shape[-1] // 2
+    return np.stack([(p.sum(-2) * ax).sum(-1), (p.sum(-1) * ax).sum(-1)], -1)
+
+
+def main() -> None:
+    cam = calib.SimulatedCamera("sharp-prime", "small", seed=1)
+    probe = targets.make_layout("dots", paper="A4", landscape=True)
+    hom = cam.chart_homography(probe)
+    px_per_mm = float(np.hypot(hom[0, 0], hom[1, 0]))
+    dist = cam.focal_length_mm * 1000 / cam.sensor.pixel_pitch_um / px_per_mm / 1000 + cam.focal_length_mm / 1000
+    layout = targets.make_layout("dots", paper="A4", landscape=True, pixel_pitch_um=cam.sensor.pixel_pitch_um,
+                                 focal_mm=cam.focal_length_mm, distance_m=dist)
+    fp = round(cam.best_focus_position(dist))
+    shot = cam.shoot(layout, focus_position=fp, object_distance_m=dist)
+    img = calib.LinearImage(shot.rgb_linear, ("R", "G", "B"), 0, 1, shot.rgb_linear >= 0.999, shot.metadata)
+    t0 = time.perf_counter()
+    res = calib.analyze_images([img], layout, grid=(6, 9), oversample=3)
+    dt = time.perf_counter() - t0
+    k = res.psf_map.kernel_size
+    truth = cam.true_psf_map(focus_position=fp, object_distance_m=dist, grid=(6, 9), size=k)
+    est, tru = res.psf_map.psf, truth.psf
+    err = np.linalg.norm((est - tru).reshape(3, 6, 9, -1), axis=-1) / np.linalg.norm(tru.reshape(3, 6, 9, -1), axis=-1)
+    measured = (res.psf_map.flags[1] & calib.FLAG_FILLED) == 0
+    print(f"analysis time {dt:.1f} s for {cam.image_size[0]}x{cam.image_size[1]}, PSF {k}x{k}")
+    for c, name in enumerate("RGB"):
+        e = err[c][measured]
+        print(f"dots rel L2 {name}: median {np.median(e):.3f} worst {e.max():.3f} (measured nodes {measured.sum()})")
+    print("per-node G error:\n", np.round(err[1], 3))
+    ca = np.abs((_centroids(est[0]) - _centroids(est[2])) - (_centroids(tru[0]) - _centroids(tru[2])))
+    print(f"R-B centroid error: max {ca[measured].max():.3f} px")
+    mm = np.array([(d.x_mm, d.y_mm) for d in layout.dots])
+    v = np.c_[mm, np.ones(len(mm))] @ shot.homography.T
+    true_xy = cam.distortion.distort(v[:, :2] / v[:, 2:])
+    de = np.hypot(*(res.registration.chart_to_image(mm) - true_xy).T)
+    print(f"distortion/registration: dot position error rms {np.sqrt((de**2).mean()):.3f} px max {de.max():.3f} px")
+
+
+if __name__ == "__main__":
+    main()
