@@ -40,6 +40,8 @@ _CRITICAL_TOL_DEG = 1.0
 # Analysed span on each side of the edge, in 10-90 % rise distances (default).
 _SPAN_PER_RISE = 4.0
 _MIN_HALF_SPAN_PX = 6.0
+# Sub-lattice level spread above which a grey image is taken for a Bayer mosaic.
+_CFA_SPREAD_LIMIT = 0.03
 
 FLAG_LOW_CONTRAST = "low_contrast"
 FLAG_CLIPPED = "clipped"
@@ -376,6 +378,28 @@ def _sfr_one(
     return out.astype(np.float64), contrast, offset, noise, int(empty.sum())
 
 
+def _settled_half_span(values: np.ndarray, dist: np.ndarray, avail: float) -> float:
+    """Half span (px) beyond which the ESF stays on its plateau within 3 sigma of noise."""
+    esf, _, counts, empty = _esf(values, dist, avail, 1)
+    n = len(esf)
+    if n < 8:
+        return max(avail, 2.0)
+    centres = np.arange(n) + 0.5 - avail
+    q = max(2, n // 5)
+    # Noise of a 1-px bin from the scatter of neighbouring bins on the plateaus.
+    outer = np.concatenate([np.diff(esf[:q]), np.diff(esf[-q:])])
+    sig = 1.4826 * np.median(np.abs(outer - np.median(outer))) / np.sqrt(2) + 1e-9
+    far = np.zeros(n, bool)
+    for side, part in ((centres < 0, esf[:q]), (centres > 0, esf[-q:])):
+        level = np.median(part)
+        far |= side & (np.abs(esf - level) > 3 * sig)
+    # The settled distance on each side: the outermost 1-px bin still off its plateau.
+    left = centres[(centres < 0) & far]
+    right = centres[(centres > 0) & far]
+    reach = max(-left.min() if left.size else 1.0, right.max() if right.size else 1.0)
+    return float(np.clip(_SPAN_PER_SETTLE * reach + 2.0, _MIN_HALF_SPAN_PX, avail))
+
+
 def _parse_roi(roi, shape) -> tuple[int, int, int, int]:
     h, w = shape[:2]
     if roi is None:
@@ -405,14 +429,9 @@ def cfa_suspected(gray: np.ndarray) -> float:
     h, w = gray.shape
     g = gray[: h - h % 2, : w - w % 2]
     subs = [g[i::2, j::2] for i in (0, 1) for j in (0, 1)]
-    lo, hi = np.percentile(g, [5, 95])
-    levels = []
-    for s in subs:
-        bright = s[s > lo + 0.6 * (hi - lo)]
-        if bright.size < 10:
-            return 0.0
-        levels.append(np.median(bright))
-    levels = np.asarray(levels)
+    # Each sub-lattice's own bright level (its 90th percentile): a mosaic's colours
+    # differ in gain, so a common threshold would miss the dimmer sites.
+    levels = np.asarray([np.percentile(sub, 90) for sub in subs])
     return float((levels.max() - levels.min()) / max(levels.max(), 1e-9))
 
 
@@ -447,7 +466,10 @@ def measure_edge(
     window : str
         LSF window: ``"tukey"`` (default), ``"hamming"`` (as sfrmat3) or ``"none"``.
     half_width_px : float, optional
-        Span analysed on each side of the edge; by default it adapts to the edge width.
+        Span analysed on each side of the edge. By default it adapts to the edge width
+        (4 10-90 % rise distances, at least 6 px: least noise) for linear data, and is the
+        whole ROI for gamma-encoded data kept as they are (``linear=False``), which is
+        how the reference tools (sfrmat, MTF Mapper) work on such files.
     cfa : str, optional
         The image is an undemosaiced mosaic with this 2x2 pattern (``"RGGB"`` ...):
         measure each colour from its own photosites. Taken from the LinearImage when it
@@ -528,7 +550,7 @@ def measure_edge(
         )
         if len(chans) == 1 and chans[0] in ("Y", "CFA"):
             spread = cfa_suspected(geo_img)
-            if chans[0] == "CFA" or spread > 0.08:
+            if chans[0] == "CFA" or spread > _CFA_SPREAD_LIMIT:
                 raise CalibError(
                     f"{name} looks like an undemosaiced Bayer mosaic (its 2x2 sub-lattices differ by "
                     f"{100 * spread:.0f}% in the bright area), so one SFR would mix colours; measure it "
@@ -545,15 +567,19 @@ def measure_edge(
     angle = float(np.degrees(np.arctan(geo.slope)))
     length = h * np.sqrt(1 + geo.slope**2)
 
-    # Edge width from the luminance ESF sets the analysed span by default.
-    if half_width_px is None:
-        avail = float(min(np.percentile(np.abs(geo.dist), 99.5), max(w, 8) / 2 + 2))
+    # The span analysed on each side: several 10-90 % rise distances of the luminance
+    # ESF, never less than _MIN_HALF_SPAN_PX (which keeps moderate flare tails in).
+    avail = float(min(np.percentile(np.abs(geo.dist), 99.5), max(w, 8) / 2 + 2))
+    if half_width_px is None and not linear:
+        # Gamma-encoded data read as they are: the reference-comparison mode, where the
+        # reference tools analyse the whole ROI; do the same.
+        half = avail
+    elif half_width_px is None:
         esf0, *_ = _esf(T(geo_img).ravel(), geo.dist.ravel(), min(avail, 24.0), oversample)
         lo, hi = np.percentile(esf0, [2, 98])
         c = (esf0 - lo) / max(hi - lo, 1e-12)
-        above10, above90 = np.argmax(c > 0.1), np.argmax(c > 0.9)
-        rise = max((above90 - above10) / oversample, 0.5)
-        half = float(np.clip(_SPAN_PER_RISE * rise, _MIN_HALF_SPAN_PX, avail))
+        rise = max((np.argmax(c > 0.9) - np.argmax(c > 0.1)) / oversample, 0.5)
+        half = float(np.clip(_SPAN_PER_RISE * rise, min(_MIN_HALF_SPAN_PX, avail), avail))
     else:
         half = float(half_width_px)
     # Stay clear of where the line leaves the working region in every row.

@@ -1,0 +1,141 @@
+"""Slanted-edge e-SFR against edges rendered with a known (Gaussian) PSF."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.optimize import brentq
+
+from calib import CalibError, EdgeMTF, MTFRecord, measure_edge
+from calib._edge import render_slanted_edge, true_edge_mtf
+
+
+def _sigma_for_mtf50(mtf50: float, angle: float) -> float:
+    def m50(s):
+        return brentq(lambda f: true_edge_mtf(np.array([f]), angle, s)[0] - 0.5, 1e-4, 1.0)
+
+    return brentq(lambda s: m50(s) - mtf50, 0.01, 10.0)
+
+
+def _case(rng, angle, mtf50, noise=0.01, shape=(100, 100)):
+    sigma = _sigma_for_mtf50(mtf50, angle)
+    centre = ((shape[1] - 1) / 2 + rng.uniform(-1, 1), (shape[0] - 1) / 2)
+    img = render_slanted_edge(shape, angle, sigma, noise=noise, rng=rng, centre_xy=centre)
+    return img, sigma
+
+
+@pytest.mark.parametrize(("angle", "mtf50"), [(4.0, 0.15), (11.0, 0.3), (22.0, 0.45), (33.0, 0.25)])
+def test_mtf50_within_2_percent_of_truth_at_1_percent_noise(rng, angle, mtf50):
+    img, _ = _case(rng, angle, mtf50)
+    res = measure_edge(img)
+    assert abs(res.mtf50_cpp["Y"] / mtf50 - 1) < 0.02
+
+
+def test_sfr_curve_within_002_of_truth_up_to_nyquist(rng):
+    img, sigma = _case(rng, 8.0, 0.3, noise=0.005)
+    res = measure_edge(img)
+    f = res.freq_cpp
+    err = np.abs(res.mtf_of("Y") - true_edge_mtf(f, 8.0, sigma))[f <= 0.5]
+    assert err.max() < 0.02
+
+
+def test_noise_free_mtf50_is_within_half_a_percent(rng):
+    img, _ = _case(rng, 17.0, 0.35, noise=0.0)
+    assert abs(measure_edge(img).mtf50_cpp["Y"] / 0.35 - 1) < 0.005
+
+
+def test_angle_and_edge_position_are_found(rng):
+    img = render_slanted_edge((80, 90), 7.0, 0.8, centre_xy=(40.0, 39.5))
+    res = measure_edge(img)
+    assert abs(abs(res.angle_deg) - 7.0) < 0.05
+    assert abs(res.edge_xy_px[0] - 40.0) < 0.1 and abs(res.edge_xy_px[1] - 39.5) < 0.1
+
+
+def test_horizontal_edge_is_measured_like_a_vertical_one(rng):
+    img, _ = _case(rng, 6.0, 0.3, noise=0.0)
+    a = measure_edge(img).mtf50_cpp["Y"]
+    b = measure_edge(np.ascontiguousarray(img.T)).mtf50_cpp["Y"]
+    assert abs(a - b) < 0.002
+
+
+def test_roi_selects_the_edge_and_reports_image_coordinates(rng):
+    big = np.full((200, 300), 0.2, np.float32)
+    edge, _ = _case(rng, 9.0, 0.3, noise=0.0, shape=(80, 80))
+    big[50:130, 150:230] = edge
+    res = measure_edge(big, roi=(150, 50, 80, 80))
+    assert abs(res.edge_xy_px[0] - 189.5) < 1.5 and abs(res.mtf50_cpp["Y"] / 0.3 - 1) < 0.01
+
+
+def test_rgb_gives_each_channel_and_luminance(rng):
+    img, _ = _case(rng, 10.0, 0.3, noise=0.0)
+    res = measure_edge(np.stack([img, img, img], axis=2))
+    assert res.channels == ("R", "G", "B", "Y") and res.mtf.shape == (4, len(res.freq_cpp))
+
+
+def test_low_contrast_edge_is_flagged(rng):
+    sigma = _sigma_for_mtf50(0.3, 8.0)
+    img = render_slanted_edge((100, 100), 8.0, sigma, dark=0.50, bright=0.52, noise=0.01, rng=rng)
+    assert "low_contrast" in measure_edge(img).flags["Y"]
+
+
+def test_clipped_edge_is_flagged(rng):
+    img, _ = _case(rng, 8.0, 0.3, noise=0.0)
+    assert "clipped" in measure_edge(np.clip(img * 1.6, 0, 1)).flags["Y"]
+
+
+def test_critical_angle_is_flagged():
+    img = render_slanted_edge((100, 100), 45.0, 0.6)
+    assert "critical_angle" in measure_edge(img).flags["Y"]
+
+
+def test_short_edge_is_flagged(rng):
+    img = render_slanted_edge((12, 60), 3.0, 0.6)
+    assert "short_edge" in measure_edge(img).flags["Y"]
+
+
+def test_flat_roi_has_no_edge():
+    with pytest.raises(CalibError, match="no edge"):
+        measure_edge(np.full((50, 50), 0.5, np.float32) + np.float32(0.0))
+
+
+def test_roi_outside_the_image_is_refused():
+    with pytest.raises(CalibError, match="ROI"):
+        measure_edge(np.zeros((50, 50), np.float32), roi=(40, 40, 30, 30))
+
+
+def test_grey_bayer_mosaic_is_refused_without_a_pattern(rng):
+    img, _ = _case(rng, 8.0, 0.3, noise=0.0)
+    mosaic = img.copy()
+    mosaic[0::2, 0::2] *= 0.6
+    mosaic[1::2, 1::2] *= 0.8
+    with pytest.raises(CalibError, match="Bayer mosaic"):
+        measure_edge(mosaic)
+
+
+def test_bayer_mosaic_measured_per_cfa_channel(rng):
+    img, _ = _case(rng, 8.0, 0.2, noise=0.0, shape=(160, 100))
+    mosaic = img.copy()
+    mosaic[0::2, 0::2] *= 0.6
+    mosaic[1::2, 1::2] *= 0.8
+    res = measure_edge(mosaic, cfa="RGGB")
+    assert res.channels == ("R", "G", "B")
+    for ch in res.channels:
+        assert abs(res.mtf50_cpp[ch] / 0.2 - 1) < 0.03
+
+
+def test_records_for_the_database(rng):
+    img, _ = _case(rng, 8.0, 0.3, noise=0.0)
+    res = measure_edge(img)
+    (rec,) = res.to_records(direction="sagittal")
+    assert isinstance(res, EdgeMTF) and isinstance(rec, MTFRecord)
+    assert rec.method == "edge" and rec.direction == "sagittal"
+    assert abs(rec.mtf50_cpp() - res.mtf50_cpp["Y"]) < 1e-9
+
+
+@pytest.mark.slow
+def test_mtf50_sweep_median_1_and_p95_2_percent(rng):
+    errs = []
+    for angle in (3, 5, 8, 12, 17, 22, 30, 35, 40):
+        for m50 in (0.1, 0.2, 0.3, 0.4, 0.5):
+            img, _ = _case(rng, angle, m50)
+            errs.append(abs(measure_edge(img).mtf50_cpp["Y"] / m50 - 1))
+    assert np.median(errs) < 0.01 and np.percentile(errs, 95) < 0.02

@@ -1,0 +1,61 @@
+"""`measure_edge` on real third-party edge photos vs three reference implementations.
+
+The photos and reference MTF50 values are in ``../shared/realdata`` (see its README);
+these tests are skipped only when that folder is absent.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from calib import CalibError, GammaEncodedWarning, load_linear, measure_edge
+
+REALDATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "realdata"
+pytestmark = pytest.mark.skipif(not REALDATA.is_dir(), reason=f"real-photo folder {REALDATA} is absent")
+
+# README: sfrmat5, sfrmat3, MTF Mapper 0.7.38 (-l); luminance, no linearisation.
+REFERENCES = {
+    "01_sfrmat3_burns_edges/v_edge.tif": (0.1964, 0.1978, 0.2005),
+    "01_sfrmat3_burns_edges/v_edge_mono.tif": (0.1956, 0.1977, 0.2002),
+    "01_sfrmat3_burns_edges/h_edge.tif": (0.1967, 0.1979, 0.2005),
+    "01_sfrmat3_burns_edges/h_edge_mono.tif": (0.1962, 0.1979, 0.2006),
+    "02_sfrmat5_burns_testedge/Test_edge1.tif": (0.2698, 0.2799, 0.2817),
+    "02_sfrmat5_burns_testedge/Test_edge1_mono.tif": (0.2753, 0.2834, 0.2850),
+}
+# Measured 0.2944 c/p: 3.3 % above MTF Mapper's 0.2850 (see the report; not solved).
+KNOWN_OUTSIDE = {"02_sfrmat5_burns_testedge/Test_edge1_mono.tif"}
+
+
+def _mtf50(rel: str) -> float:
+    with pytest.warns(GammaEncodedWarning):
+        img = load_linear(REALDATA / rel, linearize=False)
+    return measure_edge(img, channel="Y").mtf50_cpp["Y"]
+
+
+@pytest.mark.parametrize(
+    "rel",
+    [
+        pytest.param(r, marks=pytest.mark.xfail(strict=True, reason="3.3 % above the spread")) if r in KNOWN_OUTSIDE
+        else r
+        for r in REFERENCES
+    ],
+)
+def test_mtf50_inside_the_reference_spread_or_within_2_percent(rel):
+    lo, hi = min(REFERENCES[rel]), max(REFERENCES[rel])
+    assert lo / 1.02 <= _mtf50(rel) <= hi * 1.02
+
+
+def test_bayer_mosaic_jpeg_is_refused_with_the_reason():
+    with pytest.warns(GammaEncodedWarning):
+        img = load_linear(REALDATA / "03_mtfmapper_doc_single_roi/single_roi_input.jpg", linearize=False)
+    with pytest.raises(CalibError, match="Bayer mosaic.*--cfa"):
+        measure_edge(img)
+
+
+def test_bayer_mosaic_jpeg_measured_per_cfa_channel():
+    with pytest.warns(GammaEncodedWarning):
+        img = load_linear(REALDATA / "03_mtfmapper_doc_single_roi/single_roi_input.jpg", linearize=False)
+    res = measure_edge(img, cfa="GRBG")
+    assert res.channels == ("R", "G", "B")
+    assert all(0.1 < res.mtf50_cpp[ch] < 0.35 for ch in res.channels)
