@@ -522,7 +522,7 @@ def _supersampled(el: _Element, u, v, j, n: int, *, with_coverage: bool):
     dx, dy = dx.ravel()[:, None], dy.ravel()[:, None]
     us = u[None, :] + j[0][None, :] * dx + j[1][None, :] * dy
     vs = v[None, :] + j[2][None, :] * dx + j[3][None, :] * dy
-    js = tuple(np.broadcast_to(a[None, :] / n, us.shape) for a in j)
+    js = tuple(a[None, :] / n for a in j)  # one footprint per pixel, broadcast over its sub-samples
     val = el.value(us, vs, js)
     if not with_coverage:
         return val.mean(axis=0)
