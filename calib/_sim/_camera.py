@@ -21,6 +21,8 @@ from ._sensor import SENSOR_PRESETS, SensorModel, mosaic_rggb
 #: Exposure that takes a scene value of 1.0 to the white level at base ISO and f/4.
 _REF_EXPOSURE_S = 0.01
 _REF_F_NUMBER = 4.0
+#: Samples per pixel used to find centroids (the sampled centroid of a sharp PSF is biased).
+_CENTROID_OVERSAMPLE = 5
 
 
 @dataclass(frozen=True)
@@ -361,8 +363,11 @@ class SimulatedCamera:
         self, x: float, y: float, channel: str, *, focus_position: float, object_distance_m: float
     ) -> PointPx:
         """Absolute sensor position (pixels) of the true PSF's centroid for a point imaged at (x, y)."""
-        psf = self.true_psf(x, y, channel, focus_position=focus_position, object_distance_m=object_distance_m)
-        c = psf_centroid_px(psf)  # the pixel box and AA filter are symmetric: no bias
+        # a pixel-sampled PSF narrower than a pixel hides sub-pixel shifts: centroid it
+        # finely sampled (the pixel box and AA filter are symmetric, so no bias)
+        psf = self.true_psf(x, y, channel, focus_position=focus_position, object_distance_m=object_distance_m,
+                            oversample=_CENTROID_OVERSAMPLE)
+        c = psf_centroid_px(psf, oversample=_CENTROID_OVERSAMPLE)
         return PointPx(x + c.x_px, y + c.y_px)
 
     def true_psf_map(
@@ -384,7 +389,8 @@ class SimulatedCamera:
             Common odd side; default the largest ``psf_size`` over nodes and channels.
         centre_on : {"green_centroid", "chief_ray"}
             ``"green_centroid"`` (the ``PSFMap`` contract): every channel of a node is
-            shifted so that green's centroid is on the centre sample; R/B keep their
+            shifted so that green's centroid (of the continuous PSF, found at 5 samples
+            per pixel) is on the centre sample; R/B keep their
             offset from green. ``"chief_ray"``: as ``true_psf``.
         """
         if centre_on not in ("green_centroid", "chief_ray"):
@@ -403,9 +409,12 @@ class SimulatedCamera:
             for j, x in enumerate(xs):
                 shift = (0.0, 0.0)
                 if centre_on == "green_centroid":
-                    g = self._psf_rendered(x, y, 1, focus_position, object_distance_m, 1, None)
-                    cg = psf_centroid_px(g)
-                    shift = (-cg.x_px, -cg.y_px)
+                    # the window truncates the tails differently once shifted: refine twice
+                    for _ in range(2):
+                        g = self._psf_rendered(x, y, 1, focus_position, object_distance_m,
+                                               _CENTROID_OVERSAMPLE, None, shift)
+                        cg = psf_centroid_px(g, oversample=_CENTROID_OVERSAMPLE)
+                        shift = (shift[0] - cg.x_px, shift[1] - cg.y_px)
                 for c in range(3):
                     psf[c, i, j] = self._psf_rendered(x, y, c, focus_position, object_distance_m,
                                                       oversample, size, shift)

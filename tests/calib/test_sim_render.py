@@ -1,0 +1,104 @@
+"""Rendering through the spatially varying PSF describes the same operator as true_psf."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from calib import LENS_PROFILES, SimulatedCamera
+
+from _simtools import TINY
+
+DIST = 2.0
+
+
+def _point_scene(x: int, y: int, s: int = 1, sub: tuple[int, int] = (0, 0)) -> np.ndarray:
+    scene = np.zeros((TINY.height_px * s, TINY.width_px * s, 3), np.float32)
+    scene[y * s + (s - 1) // 2 + sub[1], x * s + (s - 1) // 2 + sub[0]] = 1.0
+    return scene
+
+
+def _rel_l2(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+@pytest.mark.parametrize("lens", ["soft-zoom", "vintage"])
+def test_rendered_point_source_equals_the_true_psf_between_nodes(lens):
+    cam = SimulatedCamera(lens, TINY)
+    focus = round(cam.best_focus_position(DIST)) + 5
+    x, y = 187, 41  # between render nodes, off axis
+    irr, _ = cam.render_linear(_point_scene(x, y), focus_position=focus, object_distance_m=DIST)
+    vig = float(cam.relative_illumination(x, y))
+    for c, ch in enumerate("RGB"):
+        truth = cam.true_psf(x, y, ch, focus_position=focus, object_distance_m=DIST)
+        k = truth.shape[0] // 2
+        seen = irr[y - k : y + k + 1, x - k : x + k + 1, c] / vig
+        assert _rel_l2(seen, truth) < 0.01
+
+
+def test_rendered_sub_pixel_point_equals_the_oversampled_true_psf():
+    cam = SimulatedCamera("soft-zoom", TINY)
+    focus = round(cam.best_focus_position(DIST))
+    x, y, s = 60, 120, 3
+    # one fine sample right of the pixel centre: the point is at x + 1/3
+    irr, _ = cam.render_linear(_point_scene(x, y, s, sub=(1, 0)), focus_position=focus, object_distance_m=DIST)
+    truth = cam.true_psf(x + 1 / 3, y, "G", focus_position=focus, object_distance_m=DIST, oversample=s)
+    k = truth.shape[0] // 2
+    # pixel x + j sits at offset j - 1/3 from the point: oversampled index k + 3 j - 1
+    picked = truth[k % s :: s, (k - 1) % s :: s]
+    centre_row, centre_col = k // s, (k - 1) // s
+    seen = irr[y - centre_row : y - centre_row + picked.shape[0], x - centre_col : x - centre_col + picked.shape[1], 1]
+    seen = seen / float(cam.relative_illumination(x, y))
+    assert _rel_l2(seen, picked / picked.sum()) < 0.01
+
+
+def test_default_render_grid_stays_close_to_the_pupil_model_between_nodes():
+    cam = SimulatedCamera("sharp-prime", TINY)
+    kw = dict(focus_position=cam.best_focus_position(DIST), object_distance_m=DIST)
+    for x, y in ((187.0, 41.0), (31.0, 133.0)):
+        a = cam.true_psf(x, y, "G", model="rendered", size=15, **kw)
+        b = cam.true_psf(x, y, "G", model="pupil", size=15, **kw)
+        assert _rel_l2(a, b) < 0.03
+
+
+def test_flat_scene_renders_to_the_relative_illumination():
+    cam = SimulatedCamera("vintage", TINY)
+    flat = np.ones((TINY.height_px, TINY.width_px, 3), np.float32)
+    irr, _ = cam.render_linear(flat, focus_position=100, object_distance_m=DIST)
+    ys, xs = np.mgrid[0 : TINY.height_px, 0 : TINY.width_px]
+    vig = cam.relative_illumination(xs, ys)
+    assert vig.min() < 0.8  # the test lens does vignette
+    # vignetting varies slowly, so the blur leaves it (almost) unchanged
+    assert np.max(np.abs(irr[..., 1] / vig - 1)) < 0.01
+
+
+def test_image_scene_of_the_wrong_size_is_refused_with_a_clear_message():
+    from calib import CalibError
+
+    cam = SimulatedCamera("sharp-prime", TINY)
+    with pytest.raises(CalibError, match="expected \\(160, 240, 3\\)"):
+        cam.render_linear(np.zeros((100, 100, 3), np.float32), focus_position=0, object_distance_m=DIST)
+
+
+def test_distortion_helpers_invert_each_other_and_push_corners_as_k1_says():
+    cam = SimulatedCamera("soft-zoom", TINY)
+    rng = np.random.default_rng(3)
+    pts = rng.uniform([0, 0], [239, 159], size=(50, 2))
+    d = cam.distortion
+    assert np.allclose(d.undistort(d.distort(pts)), pts, atol=1e-6)
+    corner = d.distort(np.array([[0.0, 0.0]]))[0]
+    # barrel (k1 < 0): the corner image moves toward the centre
+    assert corner[0] > 0 and corner[1] > 0
+    assert LENS_PROFILES["soft-zoom"].distortion_k1 < 0
+
+
+def test_lens_without_lateral_colour_renders_grey_points_grey():
+    lens = dataclasses.replace(LENS_PROFILES["sharp-prime"], lateral_colour=(0.0, 0.0, 0.0),
+                               axial_colour_um=(0.0, 0.0, 0.0))
+    cam = SimulatedCamera(lens, TINY)
+    irr, _ = cam.render_linear(_point_scene(200, 30), focus_position=round(cam.best_focus_position(DIST)),
+                               object_distance_m=DIST)
+    win = irr[20:41, 190:211]
+    cents = [(win[..., c] * np.arange(21)[None, :]).sum() / win[..., c].sum() for c in range(3)]
+    assert max(cents) - min(cents) < 0.05
