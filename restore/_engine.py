@@ -7,6 +7,7 @@ cluster run the same unit, so memory stays bounded by a few strips for any size.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,9 +86,9 @@ def image_gradient_stats(image: np.ndarray) -> tuple[tuple[float, ...], tuple[fl
     """
     img = _as_3d(image)
     h = img.shape[0]
-    rows_per = max(2, 2_000_000 // max(1, img[0].size))
+    rows_per = max(2, 500_000 // max(1, img[0].size))
     n_blocks = int(np.ceil(h / rows_per))
-    stride = max(1, n_blocks // 16)
+    stride = max(1, n_blocks // 4)
     e2 = np.zeros(img.shape[2])
     ea = np.zeros(img.shape[2])
     n = 0
@@ -212,53 +213,69 @@ def strip_bounds(job: _Job, i: int, width: int) -> tuple[int, int, int, int]:
     return y0, y0 + ly.fft_len, -lx.guard_lo_px, width + lx.guard_hi_px
 
 
-def restore_row(strip: np.ndarray, job: _Job, i: int, mask_strip: np.ndarray | None = None) -> np.ndarray:
+def restore_row(
+    strip: np.ndarray,
+    job: _Job,
+    i: int,
+    mask_strip: np.ndarray | None = None,
+    pool: ThreadPoolExecutor | None = None,
+) -> np.ndarray:
     """Restore tile row ``i`` from its input ``strip`` (see :func:`strip_bounds`).
 
     Returns the row's blended contribution, shape (core rows, W, C), float32: the
     rows ``starts_px[i] .. + core_px`` of the result, already multiplied by the
     blending weights (contributions of all rows add up to the restored frame).
+    With a thread ``pool`` the tiles of the row are solved concurrently.
     """
     ly, lx = job.layout.y, job.layout.x
-    fft_shape = job.layout.fft_shape
     strip = _as_3d(strip)
     n_ch = strip.shape[2]
-    width = lx.length_px
-    out = np.zeros((ly.core_px, width, n_ch), np.float32)
-    wy = ly.weights[i][:, None]
-    solver = METHODS[job.method]
-    cy0, cy1 = ly.guard_lo_px, ly.guard_lo_px + ly.core_px
-    for j, xs in enumerate(lx.starts_px):
-        # Strip columns are offset by the left guard, so the tile starts at xs.
-        wx = lx.weights[j][None, :]
-        for ch in range(n_ch):
-            y = np.array(strip[:, xs : xs + lx.fft_len, ch], dtype=np.float32)
-            mask = None
-            if mask_strip is not None:
-                mask = (~_as_3d(mask_strip)[:, xs : xs + lx.fft_len, ch]).astype(np.float32)
-            elif job.clip_level is not None:
-                clipped = y >= job.clip_level
-                if clipped.any():
-                    mask = (~clipped).astype(np.float32)
-            core = y[cy0:cy1, lx.guard_lo_px : lx.guard_lo_px + lx.core_px]
-            sigma = job.noise.sigma_for(ch, float(core.mean()))
-            taper_edges(y, max(4, min(ly.guard_lo_px, lx.guard_lo_px) // 2))
-            psf = job.psfs[i][j][ch]
-            otf = _fft.OTF_CACHE.otf(psf, fft_shape)
-            prob = TileProblem(
-                y,
-                otf,
-                sigma,
-                job.strength,
-                mask,
-                job.options,
-                grad_energy=job.grad_energy[ch] if job.grad_energy else None,
-                grad_abs=job.grad_abs[ch] if job.grad_abs else None,
-            )
-            x = solver(prob)
-            res = x[cy0:cy1, lx.guard_lo_px : lx.guard_lo_px + lx.core_px]
-            out[:, xs : xs + lx.core_px, ch] += res * wy * wx
+    out = np.zeros((ly.core_px, lx.length_px, n_ch), np.float32)
+    mask3 = _as_3d(mask_strip) if mask_strip is not None else None
+    tasks = [(j, ch) for j in range(lx.count) for ch in range(n_ch)]
+    run = lambda t: _solve_tile(strip, mask3, job, i, *t)  # noqa: E731
+    results = pool.map(run, tasks) if pool is not None else map(run, tasks)
+    for (j, ch), res in zip(tasks, results):
+        xs = lx.starts_px[j]
+        out[:, xs : xs + lx.core_px, ch] += res
     return out
+
+
+def _solve_tile(
+    strip: np.ndarray, mask3: np.ndarray | None, job: _Job, i: int, j: int, ch: int
+) -> np.ndarray:
+    """One tile, one channel: its weighted core."""
+    ly, lx = job.layout.y, job.layout.x
+    xs = lx.starts_px[j]
+    y = np.array(strip[:, xs : xs + lx.fft_len, ch], dtype=np.float32)
+    mask = None
+    if mask3 is not None:
+        mask = (~mask3[:, xs : xs + lx.fft_len, ch]).astype(np.float32)
+    elif job.clip_level is not None:
+        clipped = y >= job.clip_level
+        if clipped.any():
+            mask = (~clipped).astype(np.float32)
+    cy0, cy1 = ly.guard_lo_px, ly.guard_lo_px + ly.core_px
+    cx0, cx1 = lx.guard_lo_px, lx.guard_lo_px + lx.core_px
+    sigma = job.noise.sigma_for(ch, float(y[cy0:cy1:4, cx0:cx1:4].mean()))
+    taper_edges(y, max(4, min(ly.guard_lo_px, lx.guard_lo_px) // 2))
+    psf = job.psfs[i][j][ch]
+    otf = _fft.OTF_CACHE.otf(psf, job.layout.fft_shape)
+    prob = TileProblem(
+        y,
+        otf,
+        sigma,
+        job.strength,
+        mask,
+        job.options,
+        grad_energy=job.grad_energy[ch] if job.grad_energy else None,
+        grad_abs=job.grad_abs[ch] if job.grad_abs else None,
+    )
+    x = METHODS[job.method](prob)
+    res = x[cy0:cy1, cx0:cx1]
+    res *= ly.weights[i][:, None]
+    res *= lx.weights[j][None, :]
+    return res
 
 
 class _RowAccumulator:
@@ -306,6 +323,7 @@ def restore_image(
     options: Mapping[str, Any] | None = None,
     out: np.ndarray | None = None,
     scheduler: Any = None,
+    threads: int | None = None,
 ) -> RestoreResult:
     """Deconvolve ``image`` with the spatially varying ``psf_map``, tile by tile.
 
@@ -338,6 +356,8 @@ def restore_image(
         uint16 buffer or a memory map.
     scheduler : str or distributed.Client, optional
         Run the tile rows on a Dask cluster.
+    threads : int, optional
+        Tiles solved at once in this process (default: the number of cores).
 
     Returns
     -------
@@ -390,16 +410,7 @@ def restore_image(
 
         run_rows_on_cluster(image, job, out, scheduler=scheduler, progress=progress)
     else:
-        acc = _RowAccumulator(out, job.layout)
-        n = job.layout.y.count
-        w = image.shape[1]
-        for i in range(n):
-            y0, y1, x0, x1 = strip_bounds(job, i, w)
-            strip = extract_reflected(image, y0, y1, x0, x1)
-            mstrip = extract_reflected(mask, y0, y1, x0, x1).astype(bool) if mask is not None else None
-            acc.add(i, restore_row(strip, job, i, mstrip))
-            if progress is not None:
-                progress(i + 1, n)
+        run_rows_locally(image, job, out, mask=mask, progress=progress, threads=threads)
     if mask is not None:
         clipped_fraction = float(mask.mean())
     elif clip_level is not None:
@@ -416,6 +427,38 @@ def restore_image(
         clipped_fraction=clipped_fraction,
         seconds=time.perf_counter() - t0,
     )
+
+
+def run_rows_locally(
+    image: np.ndarray,
+    job: _Job,
+    out: np.ndarray,
+    *,
+    mask: np.ndarray | None = None,
+    progress: Progress | None = None,
+    threads: int | None = None,
+) -> None:
+    """Restore every tile row of ``image`` into ``out`` in this process."""
+    acc = _RowAccumulator(out, job.layout)
+    n = job.layout.y.count
+    w = image.shape[1]
+    threads = threads or _fft.WORKERS
+    pool = (
+        ThreadPoolExecutor(threads, initializer=_fft.set_thread_workers, initargs=(1,))
+        if threads > 1
+        else None
+    )
+    try:
+        for i in range(n):
+            y0, y1, x0, x1 = strip_bounds(job, i, w)
+            strip = extract_reflected(image, y0, y1, x0, x1)
+            mstrip = extract_reflected(mask, y0, y1, x0, x1).astype(bool) if mask is not None else None
+            acc.add(i, restore_row(strip, job, i, mstrip, pool))
+            if progress is not None:
+                progress(i + 1, n)
+    finally:
+        if pool is not None:
+            pool.shutdown()
 
 
 def _clipped_fraction(image: np.ndarray, level: float) -> float:

@@ -17,6 +17,18 @@ import scipy.fft as sfft
 #: Threads per transform; the machine's cores by default (``LENSPSF_FFT_WORKERS`` overrides).
 WORKERS: int = int(os.environ.get("LENSPSF_FFT_WORKERS", 0)) or (os.cpu_count() or 1)
 
+_local = threading.local()
+
+
+def set_thread_workers(n: int) -> None:
+    """Transforms called from this thread use ``n`` workers (1 inside a tile thread pool,
+    where the tiles themselves already keep every core busy)."""
+    _local.workers = int(n)
+
+
+def _workers(requested: int | None) -> int:
+    return requested or getattr(_local, "workers", WORKERS)
+
 
 def fast_len(n: int) -> int:
     """Smallest length >= ``n`` that real FFTs transform quickly."""
@@ -30,12 +42,12 @@ def fast_shape(shape: tuple[int, int]) -> tuple[int, int]:
 
 def rfft2(x: np.ndarray, *, workers: int | None = None) -> np.ndarray:
     """Real 2-D FFT over the last two axes, float32 in, complex64 out."""
-    return sfft.rfft2(np.asarray(x, np.float32), workers=workers or WORKERS)
+    return sfft.rfft2(np.asarray(x, np.float32), workers=_workers(workers))
 
 
 def irfft2(spec: np.ndarray, shape: tuple[int, int], *, workers: int | None = None) -> np.ndarray:
     """Inverse of ``rfft2`` for a spatial ``shape`` (last two axes), float32 out."""
-    return sfft.irfft2(spec, s=shape, workers=workers or WORKERS).astype(np.float32, copy=False)
+    return sfft.irfft2(spec, s=shape, workers=_workers(workers)).astype(np.float32, copy=False)
 
 
 def psf2otf(psf: np.ndarray, shape: tuple[int, int], *, workers: int | None = None) -> np.ndarray:
@@ -72,11 +84,11 @@ def psf2otf(psf: np.ndarray, shape: tuple[int, int], *, workers: int | None = No
     rowpad = np.zeros((k0, cols), np.float32)
     rowpad[:, :k1] = psf
     rowpad = np.roll(rowpad, -(k1 // 2), axis=1)
-    half = sfft.rfft(rowpad, axis=1, workers=workers or WORKERS)
+    half = sfft.rfft(rowpad, axis=1, workers=_workers(workers))
     full = np.zeros((rows, cols // 2 + 1), np.complex64)
     idx = (np.arange(k0) - k0 // 2) % rows
     full[idx] = half
-    return sfft.fft(full, axis=0, workers=workers or WORKERS, overwrite_x=True).astype(
+    return sfft.fft(full, axis=0, workers=_workers(workers), overwrite_x=True).astype(
         np.complex64, copy=False
     )
 

@@ -30,6 +30,14 @@ def gaussian_psf(k: int, sx: float, sy: float | None = None, angle: float = 0.0)
     return (p / p.sum()).astype(np.float32)
 
 
+def disc_psf(k: int, radius: float) -> np.ndarray:
+    """Odd k x k uniform disc (a defocused lens), sum 1."""
+    r = np.arange(k) - k // 2
+    yy, xx = np.meshgrid(r, r, indexing="ij")
+    p = (xx**2 + yy**2 <= radius**2).astype(np.float32)
+    return p / p.sum()
+
+
 def soft_corner_map(width: int, height: int, *, k: int = 25, grid=(3, 5), channels=("Y",)) -> calib.PSFMap:
     """A lens sharp in the centre and much softer in the corners (astigmatic, growing with radius)."""
     ny, nx = grid
