@@ -4,6 +4,7 @@
 """
 from ._engine import RestoreResult, restore_image
 from ._errors import RestoreError
+from ._files import RestoredFile, restore_file, restore_files
 from ._noise import NoiseEstimate, estimate_sigma
 from ._solvers import METHODS
 from ._tiling import TileLayout, plan_tiles
@@ -12,6 +13,9 @@ __all__ = [
     "RestoreError",
     "RestoreResult",
     "restore_image",
+    "restore_file",
+    "restore_files",
+    "RestoredFile",
     "METHODS",
     "NoiseEstimate",
     "estimate_sigma",

@@ -408,7 +408,7 @@ def restore_image(
     if scheduler is not None:
         from ._cluster import run_rows_on_cluster
 
-        run_rows_on_cluster(image, job, out, scheduler=scheduler, progress=progress)
+        run_rows_on_cluster(image, job, out, scheduler=scheduler, progress=progress, mask=mask)
     else:
         run_rows_locally(image, job, out, mask=mask, progress=progress, threads=threads)
     if mask is not None:

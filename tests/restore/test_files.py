@@ -1,0 +1,87 @@
+import json
+
+import numpy as np
+import pytest
+import tifffile
+from restore_synth import blur_with_map, constant_map, gaussian_psf, scene
+
+import calib
+import restore
+from calib._cli.main import main
+from restore import RestoreError, restore_files
+
+
+def _db(tmp_path, *, focus=(100,), camera="SimCam", lens="SoftZoom"):
+    path = tmp_path / "lens.psfdb"
+    with calib.PSFDatabase.open(path, create=True) as db:
+        for f in focus:
+            m = constant_map(gaussian_psf(9, 1.2), 96, 64, ("R", "G", "B"))
+            db.add(calib.Calibration(key=calib.CalibrationKey(camera, lens, 35.0, 4.0, f), psf_map=m))
+    return path
+
+
+def _photo(tmp_path, name="shot.tif", meta=True, focus=100, size=(64, 96)):
+    img = scene("astronaut", size, rgb=True)
+    m = constant_map(gaussian_psf(9, 1.2), size[1], size[0], ("R", "G", "B"))
+    data = np.clip(blur_with_map(img, m) * 65535, 0, 65535).astype(np.uint16)
+    desc = None
+    if meta:
+        md = calib.ShotMetadata(camera="SimCam", lens="SoftZoom", focal_length_mm=35.0, f_number=4.0, focus_position=focus)
+        desc = json.dumps({"lenspsf": {**md.to_dict(), "black_level": 0, "white_level": 65535, "cfa": None}})
+    path = tmp_path / name
+    tifffile.imwrite(path, data, photometric="rgb", description=desc)
+    return path
+
+
+def test_a_photo_is_restored_to_a_16bit_tiff_with_its_metadata(tmp_path):
+    db, photo = _db(tmp_path), _photo(tmp_path)
+    (out,) = restore_files([photo], db=db, out_dir=tmp_path / "out", log=lambda s: None)
+    data = tifffile.imread(out.output)
+    assert data.dtype == np.uint16 and data.shape == (64, 96, 3)
+    with tifffile.TiffFile(out.output) as t:
+        meta = json.loads(t.pages[0].description)["lenspsf"]
+    assert meta["camera"] == "SimCam" and meta["restored"]["method"] == "wiener"
+    assert not list((tmp_path / "out").glob(".*"))  # no temporary left behind
+
+
+def test_a_photo_without_metadata_uses_the_only_camera_in_the_db(tmp_path):
+    db, photo = _db(tmp_path), _photo(tmp_path, meta=False)
+    (out,) = restore_files([photo], db=db, out_dir=tmp_path, log=lambda s: None)
+    assert out.output.exists() and out.output != photo
+
+
+def test_nearest_focus_is_used_with_a_warning(tmp_path):
+    db, photo = _db(tmp_path, focus=(100, 200)), _photo(tmp_path, focus=110)
+    with pytest.warns(calib.NearestFocusWarning):
+        restore_files([photo], db=db, out_dir=tmp_path, log=lambda s: None)
+
+
+def test_no_calibration_for_the_camera_lists_what_the_db_holds(tmp_path):
+    db = _db(tmp_path, camera="OtherCam")
+    photo = _photo(tmp_path)
+    with pytest.raises(calib.CalibError, match="OtherCam"):
+        restore_files([photo], db=db, out_dir=tmp_path, log=lambda s: None)
+
+
+def test_an_image_size_not_matching_the_calibration_is_refused(tmp_path):
+    db, photo = _db(tmp_path), _photo(tmp_path, size=(60, 90))
+    with pytest.raises(RestoreError, match="90x60"):
+        restore_files([photo], db=db, out_dir=tmp_path / "o", log=lambda s: None)
+    assert not list((tmp_path / "o").iterdir())
+
+
+def test_restoring_beside_the_photo_leaves_the_photo_untouched(tmp_path):
+    db, photo = _db(tmp_path), _photo(tmp_path)
+    before = photo.read_bytes()
+    (out,) = restore_files([photo], db=db, log=lambda s: None)
+    assert out.output.parent == photo.parent and out.output != photo
+    assert photo.read_bytes() == before
+
+
+def test_cli_restores_and_reports_bad_input_in_one_sentence(tmp_path, capsys):
+    db, photo = _db(tmp_path), _photo(tmp_path)
+    assert main(["restore", str(photo), "--db", str(db), "-o", str(tmp_path / "cli"), "--method", "tikhonov"]) == 0
+    assert (tmp_path / "cli" / "shot_restored.tif").exists()
+    assert main(["restore", str(tmp_path / "missing.tif"), "--db", str(db)]) == 2
+    err = capsys.readouterr().err
+    assert "missing.tif" in err and "Traceback" not in err
