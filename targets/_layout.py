@@ -239,6 +239,12 @@ class Layout:
         digest = hashlib.sha256(json.dumps(self._content(), sort_keys=True).encode()).hexdigest()
         return f"{self.kind}-{self.paper}{'-landscape' if self.landscape else ''}-{digest[:10]}"
 
+    def dot_centres_mm(self):
+        """(N, 2) float64 array of dot centres (x, y) in mm, in ``dots`` order."""
+        import numpy as np
+
+        return np.array([(d.x_mm, d.y_mm) for d in self.dots], dtype=np.float64).reshape(-1, 2)
+
     def reflectance(self, ink: str) -> float:
         """Nominal reflectance of ``ink``."""
         return float(self.inks[ink])

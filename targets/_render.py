@@ -357,10 +357,11 @@ def render_layout(layout: Layout, shape: tuple[int, int], *, homography: np.ndar
     if hom.shape != (3, 3) or not np.all(np.isfinite(hom)):
         raise TargetError("homography must be a finite 3x3 matrix mapping chart mm to pixels")
     hinv = np.linalg.inv(hom)
-    out = np.full((h, w), layout.reflectance(layout.background), dtype=np.float64)
+    # float32 is ample for compositing (errors ~1e-7) and halves memory on 35 MP pages.
+    out = np.full((h, w), layout.reflectance(layout.background), dtype=np.float32)
     for el in compile_layout(layout):
         _draw(out, el, hom, hinv, ss)
-    return out.astype(np.float32)
+    return out
 
 
 def _draw(out, el: _Element, hom, hinv, ss: int) -> None:

@@ -45,7 +45,15 @@ def srgb_decode(encoded: np.ndarray | float) -> np.ndarray:
 
 
 def _grey8(reflectance: np.ndarray) -> np.ndarray:
-    return np.round(srgb_encode(reflectance) * 255.0).astype(np.uint8)
+    """8-bit sRGB-encoded grey, converted in row blocks to bound memory on large pages."""
+    r = np.asarray(reflectance)
+    if r.ndim < 2:
+        return np.round(srgb_encode(r) * 255.0).astype(np.uint8)
+    out = np.empty(r.shape, dtype=np.uint8)
+    step = max(1, (1 << 21) // max(1, r.shape[1]))
+    for a in range(0, r.shape[0], step):
+        out[a:a + step] = np.round(srgb_encode(r[a:a + step]) * 255.0)
+    return out
 
 
 def read_chart_png(path: str | os.PathLike) -> np.ndarray:
