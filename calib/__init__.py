@@ -31,6 +31,7 @@ from ._edge import EdgeMTF, measure_edge
 from ._camera import Camera, CameraInfo, Setting, check_image_file, open_camera
 from ._gphoto2_backend import DetectedCamera, GPhoto2Camera, detect_cameras
 from ._simcamera import SimCamera
+from ._report import ReportResult, RestoredExample, write_report
 from ._session import (
     ChartRef,
     FocusPlan,
