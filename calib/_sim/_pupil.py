@@ -71,9 +71,9 @@ def _sampling_matrix(
 
 
 def fine_step(pitch_um: float, oversample: int, wavelength_um: float, n_w: float) -> tuple[float, int]:
-    """Fine-grid spacing (<= a quarter of lambda*N, twice Nyquist) and its odd ratio q."""
+    """Fine-grid spacing (<= lambda*N/3, 1.5x the intensity Nyquist rate) and its odd ratio q."""
     dx_out = pitch_um / oversample
-    q = max(1, math.ceil(dx_out / (wavelength_um * n_w / 4.0)))
+    q = max(1, math.ceil(dx_out / (wavelength_um * n_w / 3.0)))
     q += 1 - q % 2
     return dx_out / q, q
 
