@@ -28,6 +28,8 @@ from ._db import (
 )
 from ._imageio import GammaEncodedWarning, LinearImage, load_linear
 from ._edge import EdgeMTF, measure_edge
+from ._mtf_stripes import StripePatchResult, StripeResult, measure_stripes
+from ._through_focus import ThroughFocus, through_focus
 from ._camera import Camera, CameraInfo, Setting, check_image_file, open_camera
 from ._gphoto2_backend import DetectedCamera, GPhoto2Camera, detect_cameras
 from ._simcamera import SimCamera
@@ -110,4 +112,9 @@ __all__ = [
     "analyze_images",
     "analyze_session",
     "estimate_noise_model",
+    "StripePatchResult",
+    "StripeResult",
+    "measure_stripes",
+    "ThroughFocus",
+    "through_focus",
 ]
