@@ -372,6 +372,28 @@ def _marker_ring(page_w: float, page_h: float, margin: float, size: float, quiet
     return markers
 
 
+_INTERIOR_MARKER_KINDS = ("dots", "noise")
+
+
+def _interior_markers(box: _Box, size: float, quiet: float, *, first_id: int) -> list[Marker]:
+    """Markers at the thirds of the content box (2 x 2 on small pages, more on large ones)."""
+    nx = max(2, round(box.w / 150.0))
+    ny = max(2, round(box.h / 150.0))
+    out = []
+    for j in range(ny):
+        for i in range(nx):
+            cx = box.x0 + box.w * (i + 1) / (nx + 1)
+            cy = box.y0 + box.h * (j + 1) / (ny + 1)
+            x, y = round(cx - size / 2, 6), round(cy - size / 2, 6)
+            out.append(Marker(first_id + len(out), ((x, y), (x + size, y), (x + size, y + size), (x, y + size))))
+    return out
+
+
+def _near_marker(x: float, y: float, m: Marker, pad: float) -> bool:
+    (x0, y0), (x1, y1) = m.corners_mm[0], m.corners_mm[2]
+    return x0 - pad <= x <= x1 + pad and y0 - pad <= y <= y1 + pad
+
+
 def make_layout(kind: str, *, paper: str = "A4", landscape: bool = False,
                 screen_px: tuple[int, int] | str | None = None, pixel_pitch_mm: float | None = None,
                 dpi: float = 600.0, pixel_pitch_um: float | None = None, focal_mm: float | None = None,
@@ -453,6 +475,16 @@ def make_layout(kind: str, *, paper: str = "A4", landscape: bool = False,
         content = builder(ctx, box, **options)
     except TypeError as exc:
         raise TargetError(f"option not understood for chart kind {kind!r} ({exc}); see 'lenspsf targets make --help'") from None
+
+    # Uniform fields (dots, noise) also carry markers inside, so registration holds
+    # locally where lens distortion bends a single homography.
+    if kind in _INTERIOR_MARKER_KINDS:
+        inner = _interior_markers(box, size, quiet, first_id=len(markers))
+        markers += inner
+        keep_out = (content.params.get("max_psf_px", 0.0) * content.params.get("phase_unit_mm", 0.0)
+                    + content.params.get("dot_mm", 0.0))
+        content.dots = [d for d in content.dots if not any(_near_marker(d.x_mm, d.y_mm, m, quiet + keep_out / 2)
+                                                           for m in inner)]
 
     # Footer in the bottom band, between the two bottom-corner markers.
     bar_h = 2.5

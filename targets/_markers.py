@@ -73,6 +73,11 @@ class MarkerMatch:
         return h / h[2, 2]
 
 
+def _apply(h: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    q = np.column_stack([xy, np.ones(len(xy))]) @ h.T
+    return q[:, :2] / q[:, 2:]
+
+
 def _to_u8(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     img = np.asarray(image, dtype=np.float64)
     if img.ndim == 3:
@@ -190,21 +195,32 @@ def find_markers(image: np.ndarray, layout: Layout, *, refine: bool = True) -> M
     u8, img = _to_u8(image)
     corners, ids, _ = _detector(layout.markers.dictionary).detectMarkers(u8)
     by_id = {m.id: m for m in layout.markers.items}
-    seen: dict[int, np.ndarray] = {}
-    duplicated = set()
+    candidates: dict[int, list[np.ndarray]] = {}
     if ids is not None:
         for c, i in zip(corners, ids.ravel()):
-            i = int(i)
-            if i not in by_id:
-                continue
-            if i in seen:
-                duplicated.add(i)
-            seen[i] = c.reshape(4, 2).astype(np.float64)
+            if int(i) in by_id:
+                candidates.setdefault(int(i), []).append(c.reshape(4, 2).astype(np.float64))
+    chosen = {i: c[0] for i, c in candidates.items() if len(c) == 1}
+    repeated = {i: c for i, c in candidates.items() if len(c) > 1}
+    if repeated and len(chosen) >= 2:
+        # A marker read more than once (a quiet-zone ring decoded as well): keep the reading
+        # that agrees with where the unambiguous markers put it.
+        import cv2
+
+        src = np.concatenate([np.asarray(by_id[i].corners_mm) for i in chosen])
+        dst = np.concatenate(list(chosen.values()))
+        h, _ = cv2.findHomography(src, dst, cv2.RANSAC, 5.0)
+        if h is not None:
+            for i, cands in repeated.items():
+                want = _apply(h, np.asarray(by_id[i].corners_mm, dtype=np.float64))
+                side = np.hypot(*(want[1] - want[0]))
+                dist = [np.hypot(*(c - want).T).mean() for c in cands]
+                best = int(np.argmin(dist))
+                if dist[best] < 0.25 * side:
+                    chosen[i] = cands[best]
     found, chart, px = [], [], []
-    for i in sorted(seen):
-        if i in duplicated:
-            continue
-        c = seen[i]
+    for i in sorted(chosen):
+        c = chosen[i]
         if refine:
             r = _refine(img, c, layout.markers.modules)
             if r is not None:

@@ -158,6 +158,8 @@ def _write_pdf(layout: Layout, path: Path, dpi: float) -> None:
     for m in ms.items:
         (x0, y0), (x1, y1) = m.corners_mm[0], m.corners_mm[2]
         cell = (x1 - x0) / ms.modules
+        q = cell * ms.quiet_modules
+        rect(x0 - q, y0 - q, x1 + q, y1 + q, "paper")  # quiet zone (matters inside dark fields)
         bits = marker_modules(ms.dictionary, m.id, ms.modules)
         # All black modules in one path: one fill, no hairline seams between modules.
         c.setFillGray(grey("black"))
@@ -225,6 +227,9 @@ def _write_svg(layout: Layout, path: Path, dpi: float) -> None:
     for m in ms.items:
         (x0, y0), (x1, _) = m.corners_mm[0], m.corners_mm[1]
         cell = (x1 - x0) / ms.modules
+        q = cell * ms.quiet_modules
+        out.append(f'<rect x="{x0 - q:.4f}" y="{y0 - q:.4f}" width="{x1 - x0 + 2 * q:.4f}" '
+                   f'height="{x1 - x0 + 2 * q:.4f}" fill="{fill("paper")}"/>')
         bits = marker_modules(ms.dictionary, m.id, ms.modules)
         rects = "".join(f"M{x0 + col * cell:.4f} {y0 + row * cell:.4f}h{cell:.4f}v{cell:.4f}h{-cell:.4f}z"
                         for row in range(ms.modules) for col in range(ms.modules) if bits[row, col] <= 0.5)

@@ -83,4 +83,25 @@ def test_rendered_noise_matches_its_bits():
     cy = ((n.y0_mm + (np.arange(n.ny) + 0.5) * n.cell_mm) * s - 0.5).astype(int)
     sampled = img[np.ix_(cy, cx)]
     expected = np.where(n.bits() > 0, layout.reflectance(n.ink_on), layout.reflectance(n.ink_off))
-    assert np.allclose(sampled, expected, atol=1e-6)
+    # Cells under an interior marker and its quiet zone are covered by the marker.
+    gx, gy = np.meshgrid(n.x0_mm + (np.arange(n.nx) + 0.5) * n.cell_mm, n.y0_mm + (np.arange(n.ny) + 0.5) * n.cell_mm)
+    free = np.ones(expected.shape, bool)
+    q = layout.markers.size_mm / layout.markers.modules * layout.markers.quiet_modules + n.cell_mm
+    for m in layout.markers.items:
+        (x0, y0), (x1, y1) = m.corners_mm[0], m.corners_mm[2]
+        free &= ~((gx > x0 - q) & (gx < x1 + q) & (gy > y0 - q) & (gy < y1 + q))
+    assert free.mean() > 0.8
+    assert np.allclose(sampled[free], expected[free], atol=1e-6)
+
+
+def test_no_dot_lies_under_a_marker_or_its_quiet_zone():
+    layout = make_layout("dots", dot_mm=0.5)
+    q = layout.markers.size_mm / layout.markers.modules * layout.markers.quiet_modules
+    xy = layout.dot_centres_mm()
+    inner = [m for m in layout.markers.items if layout.regions[0].x0_mm < m.corners_mm[0][0] < layout.regions[0].x1_mm]
+    assert inner  # markers inside the dot field, not only around the sheet
+    for m in layout.markers.items:
+        (x0, y0), (x1, y1) = m.corners_mm[0], m.corners_mm[2]
+        r = layout.dots[0].diameter_mm
+        hit = (xy[:, 0] > x0 - q - r) & (xy[:, 0] < x1 + q + r) & (xy[:, 1] > y0 - q - r) & (xy[:, 1] < y1 + q + r)
+        assert not hit.any()
