@@ -213,7 +213,7 @@ def analyze_images(
     *,
     focus_position: int | None = None,
     grid: tuple[int, int] | None = None,
-    oversample: int = 3,
+    oversample: int | None = None,
     psf_size: int | None = None,
     progress: bool = False,
 ) -> AnalysisResult:
@@ -228,8 +228,9 @@ def analyze_images(
         Overrides the focus position in the photos' metadata.
     grid : (ny, nx), optional, keyword-only
         Field nodes spanning the frame corner to corner; default (6, 9).
-    oversample : int, keyword-only
-        Sub-pixel sampling of the estimators.
+    oversample : int, optional, keyword-only
+        Sub-pixel sampling of the estimators; default 3 for sharp PSFs (at most 15 px
+        wide), 1 for blurred ones.
     psf_size : int, optional, keyword-only
         Odd PSF side; default from the measured dot extent.
     progress : bool, keyword-only
@@ -278,7 +279,7 @@ def analyze_images(
     elif layout.noise:
         method = "noise"
         pm, notes = _noise_map(data, sat, channels, gi, layout, reg, grid=grid,
-                               oversample=min(oversample, 2), psf_size=psf_size or 15, progress=progress)
+                               oversample=min(oversample or 2, 2), psf_size=psf_size or 15, progress=progress)
     else:
         raise CalibError(
             f"{layout_name} has neither dots nor a noise pattern; analyse a dots, noise or combo chart"
@@ -308,7 +309,10 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
     jac = reg.jacobian(dots_mm)
     if psf_size is None:
         psf_size = _psf_size_from_dots(green, pos, int(max(4, min(pitch_px / 2 - 1, 20))))
-    s = int(oversample)
+    # A sharp PSF needs sub-pixel sampling; a blurred one is band-limited on the sensor grid
+    # and a finer grid only adds unknowns.
+    s = int(oversample) if oversample is not None else (3 if psf_size <= 15 else 1)
+    reg = 0.003
     xs, ys = _grid_nodes(w, h, grid)
     ny, nx = len(ys), len(xs)
     nc = len(channels)
@@ -316,15 +320,20 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
     flags = np.zeros((nc, ny, nx), np.uint8)
     have = np.zeros((ny, nx), bool)
     notes: list[str] = []
-    # Each node gathers the dots within one node spacing (phases must differ: many dots).
-    radius = max(np.diff(xs).max() if nx > 1 else w, np.diff(ys).max() if ny > 1 else h) * 0.75
+    n_extrap = 0
+    # Each node gathers its nearest dots (many sub-pixel phases), weighted by distance so
+    # the estimate describes the node even where the PSF changes across the field; nodes
+    # beyond the dotted area (frame corners) take the nearest dots, flagged as extrapolated.
+    spacing = max(np.diff(xs).max() if nx > 1 else w, np.diff(ys).max() if ny > 1 else h)
     dot_mm = float(layout.dots[0].diameter_mm)
+    n_gather = int(min(len(pos), 40))
     for i, y in enumerate(ys):
         for j, x in enumerate(xs):
-            near = np.hypot(pos[:, 0] - x, pos[:, 1] - y) <= radius
-            if near.sum() < 4:
-                _progress(f"analyze: node ({j},{i}) at ({x:.0f},{y:.0f}): {int(near.sum())} dots, filled", progress)
-                continue
+            dist = np.hypot(pos[:, 0] - x, pos[:, 1] - y)
+            near = np.argsort(dist)[:n_gather]
+            dn = dist[near]
+            sigma = max(0.5 * spacing, float(dn[min(len(dn) - 1, 12)]), pitch_px)
+            wts = np.exp(-0.5 * ((dn - dn[0]) / sigma) ** 2)
             cen = pos[near]
             e = np.mean(jac[near], axis=0) * (0.5 * dot_mm)
             pad = psf_size // 2 + int(np.ceil(np.linalg.norm(e, 2))) + 4
@@ -332,30 +341,40 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
             y0 = max(0, int(np.floor(cen[:, 1].min())) - pad)
             x1 = min(w, int(np.ceil(cen[:, 0].max())) + pad + 1)
             y1 = min(h, int(np.ceil(cen[:, 1].max())) + pad + 1)
-            fines, node_flag, ok = [], 0, True
-            for c in range(nc):
-                try:
-                    est = estimate_psf_dots(
-                        data[y0:y1, x0:x1, c], cen - [x0, y0], dot_ellipse=e, size=psf_size,
-                        oversample=s, mask=sat[y0:y1, x0:x1, c] if sat.ndim == 3 else None,
-                    )
-                except CalibError:
-                    ok = False
-                    break
-                fines.append(est.psf_fine)
+
+            def run(c: int, shift: np.ndarray, x0=x0, y0=y0, x1=x1, y1=y1, cen=cen, e=e, wts=wts):
+                return estimate_psf_dots(
+                    data[y0:y1, x0:x1, c], cen - [x0, y0] + shift, dot_ellipse=e, size=psf_size,
+                    oversample=s, mask=sat[y0:y1, x0:x1, c] if sat.ndim == 3 else None,
+                    weights=wts, reg=reg,
+                )
+
+            try:
+                # Green first, to find its centroid; then every channel is solved with the
+                # dot centres moved by it, so the sensor-grid samples land exactly on
+                # integer offsets from green's centroid (no interpolation of a sharp PSF).
+                g0 = run(gi, np.zeros(2))
+                shift = np.asarray(_centroid(g0.psf_fine, s))
+                ests = [run(c, shift) for c in range(nc)]
+            except CalibError:
+                _progress(f"analyze: node ({j},{i}) at ({x:.0f},{y:.0f}): no usable dot, filled", progress)
+                continue
+            node_flag = 0
+            for c, est in enumerate(ests):
+                psf[c, i, j] = est.psf
                 if est.n_saturated:
                     node_flag |= FLAG_SATURATED
                 if est.n_dots < 4 or est.snr < 20:
                     node_flag |= FLAG_NOISY
-            if not ok:
-                _progress(f"analyze: node ({j},{i}) at ({x:.0f},{y:.0f}): no usable dot, filled", progress)
-                continue
-            dx, dy = _centroid(fines[gi], s)
-            for c in range(nc):
-                psf[c, i, j] = _recentre(fines[c], s, -dx, -dy)
+            if dn[0] > 0.75 * spacing:
+                node_flag |= FLAG_FILLED  # no dot near: extrapolated from the nearest ones
+                n_extrap += 1
             flags[:, i, j] |= node_flag
             have[i, j] = True
-            _progress(f"analyze: node ({j},{i}) at ({x:.0f},{y:.0f}): {int(near.sum())} dots", progress)
+            _progress(f"analyze: node ({j},{i}) at ({x:.0f},{y:.0f}): {len(near)} dots, nearest {dn[0]:.0f} px", progress)
+    if n_extrap:
+        notes.append(f"{n_extrap} of {have.size} field nodes lie beyond the dots and were extrapolated "
+                     "from the nearest dots (flagged filled); frame the chart to fill the photo")
     if not have.all():
         notes.append(f"{int((~have).sum())} of {have.size} field nodes had no usable dots and were filled")
     _fill_missing(psf, have, flags)
@@ -434,7 +453,7 @@ def analyze_session(
     db,
     replace: bool = False,
     grid: tuple[int, int] | None = None,
-    oversample: int = 3,
+    oversample: int | None = None,
     progress: bool = False,
 ) -> list[int]:
     """Analyse every focus setting of a capture session into ``db`` (one transaction each).

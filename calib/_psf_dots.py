@@ -48,7 +48,7 @@ class DotsPSF:
     n_noisy : int
         Dots skipped for a low signal-to-noise ratio.
     snr : float
-        Median peak signal-to-noise ratio of the dots used.
+        Median integrated signal-to-noise ratio of the dots used.
     """
 
     psf: np.ndarray
@@ -108,6 +108,7 @@ def estimate_psf_dots(
     min_snr: float = 10.0,
     reg: float = 0.3,
     iterations: int = 300,
+    weights: np.ndarray | None = None,
 ) -> DotsPSF:
     """Estimate the local system PSF from dots at known sub-pixel centres.
 
@@ -131,11 +132,15 @@ def estimate_psf_dots(
     mask : ndarray (h, w) of bool, optional, keyword-only
         True where pixels are known bad (saturated); such dots are skipped.
     min_snr : float, keyword-only
-        Dots whose peak signal is below ``min_snr`` times the background noise are skipped.
+        Dots whose summed signal is below ``min_snr`` times the noise of the pixels it is
+        summed over are skipped.
     reg : float, keyword-only
         Weight of the gradient penalty on the fine PSF, relative to the data energy.
     iterations : int, keyword-only
         Projected-gradient iterations enforcing a non-negative PSF.
+    weights : ndarray (n,), optional, keyword-only
+        Per-dot weight in the fit (e.g. falling with the distance from the field node,
+        so a wide neighbourhood still describes the node).
 
     Returns
     -------
@@ -166,8 +171,9 @@ def estimate_psf_dots(
     yy, xx = np.mgrid[-half:half + 1, -half:half + 1]
     bg_plane, bg_sigma = _background_plane(image, centres, support, mask)
     n_sat = n_noisy = 0
-    used, sigs, offs, amps, snrs = [], [], [], [], []
-    for cx, cy in centres:
+    dot_w = np.ones(len(centres)) if weights is None else np.asarray(weights, dtype=np.float64)
+    used, sigs, offs, amps, snrs, wts = [], [], [], [], [], []
+    for (cx, cy), wd in zip(centres, dot_w):
         ix, iy = int(round(cx)), int(round(cy))
         if ix - half < 0 or iy - half < 0 or ix + half >= w or iy + half >= h:
             continue
@@ -189,15 +195,18 @@ def estimate_psf_dots(
         inner = np.hypot(tx, ty) <= support
         if sig[inner].sum() < 0:  # dark dot on a bright background
             sig = -sig
-        peak = float(sig.max())
-        if peak < min_snr * sigma:
+        # Integrated signal against the noise of the pixels it spreads over: a blurred dot
+        # has a low peak but its light is all there.
+        snr = float(sig[inner].sum()) / (max(sigma, 1e-12) * np.sqrt(inner.sum()))
+        if snr < min_snr:
             n_noisy += 1
             continue
-        snrs.append(peak / max(sigma, 1e-12))
+        snrs.append(snr)
         used.append((cx, cy))
         sigs.append(sig[inner])
         offs.append(np.stack([tx[inner], ty[inner]], axis=1))
         amps.append(float(sig[inner].sum()))
+        wts.append(np.full(int(inner.sum()), np.sqrt(max(float(wd), 0.0))))
     if not sigs:
         raise CalibError(
             f"no usable dot among {len(centres)} in this region ({n_sat} saturated, "
@@ -209,7 +218,8 @@ def estimate_psf_dots(
     ts = offs
     vs = [sg / a for sg, a in zip(sigs, amp)]
     t = np.concatenate(ts)
-    v = np.concatenate(vs)
+    sw = np.concatenate(wts)
+    v = np.concatenate(vs) * sw
 
     # One regularised, non-negative least-squares solve for p on the fine grid: each
     # sample is the dot shape convolved with p (piecewise bilinear between fine nodes),
@@ -229,6 +239,7 @@ def estimate_psf_dots(
     ok = (np.abs(jx) <= big) & (np.abs(jy) <= big) & (np.abs(dx) < treach) & (np.abs(dy) < treach)
     c0 = (table.shape[0] - 1) / 2
     vals = map_coordinates(table, [dy[ok] / tstep + c0, dx[ok] / tstep + c0], order=1)
+    vals = vals * np.broadcast_to(sw[:, None], ok.shape)[ok]
     rows = np.broadcast_to(np.arange(len(v))[:, None], ok.shape)[ok]
     cols = ((jy + big) * n + (jx + big))[ok]
     amat = sp.csr_matrix((vals, (rows, cols)), shape=(len(v), n * n))
@@ -320,8 +331,12 @@ def _dot_tent_table(ellipse: np.ndarray, s: int) -> tuple[np.ndarray, float, flo
             uy = inv[1, 0] * px + inv[1, 1] * py
             acc += (ux * ux + uy * uy) <= 1.0
     dot = acc / acc.sum()
-    tent1 = np.clip(1.0 - np.abs(np.arange(-sub, sub + 1)) / sub, 0, None)
-    table = fftconvolve(dot, np.outer(tent1, tent1), mode="same")
+    # Each fine node stands for the PSF's mean over its 1/s x 1/s cell (box basis): the
+    # way a sensor integrates and the way a sampled PSF acts on a sampled scene.
+    box1 = np.ones(sub + 1)
+    box1[[0, -1]] = 0.5
+    box1 = np.pad(box1, (sub // 2, sub // 2))
+    table = fftconvolve(dot, np.outer(box1, box1), mode="same")
     return table, step, reach
 
 
