@@ -48,7 +48,7 @@ def register(subparsers) -> None:
         description=(
             "Write a calibration chart of KIND at its exact physical size, plus NAME.json (its layout "
             "in millimetres: every dot, grating, edge, noise cell and ArUco marker). Print the PDF at "
-            "100 %% with no scaling and check the 100 mm bar with a ruler."
+            "100 % with no scaling and check the 100 mm bar with a ruler."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
