@@ -49,7 +49,7 @@ from ._session import (
 from ._psf_dots import DotsPSF, dot_ellipse_px, estimate_psf_dots
 from ._psf_pattern import PatternPSF, estimate_psf_pattern
 from ._register import Registration, register_chart
-from ._analyze import AnalysisResult, analyze_images, analyze_session, estimate_noise_model
+from ._analyze import AnalysisResult, analyze_images, analyze_session, estimate_noise_model, noise_from_darks
 
 __all__ = [
     "CalibError",
@@ -111,6 +111,7 @@ __all__ = [
     "AnalysisResult",
     "analyze_images",
     "analyze_session",
+    "noise_from_darks",
     "estimate_noise_model",
     "StripePatchResult",
     "StripeResult",

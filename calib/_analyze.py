@@ -21,6 +21,7 @@ from scipy.ndimage import shift as nd_shift
 
 import targets
 
+from ._db import describe_key
 from ._errors import CalibError
 from ._imageio import LinearImage, load_linear
 from ._psf_dots import estimate_psf_dots
@@ -29,7 +30,7 @@ from ._psfmap import FLAG_FILLED, FLAG_NOISY, FLAG_SATURATED, PSFMap
 from ._records import CalibrationKey, NoiseModel, ShotMetadata
 from ._register import Registration, measure_dot_centroids, register_chart
 
-__all__ = ["AnalysisResult", "analyze_images", "analyze_session", "estimate_noise_model"]
+__all__ = ["AnalysisResult", "analyze_images", "analyze_session", "estimate_noise_model", "noise_from_darks"]
 
 
 @dataclass(frozen=True)
@@ -447,6 +448,40 @@ def _undistort_to_mm(reg: Registration, hinv: np.ndarray, q: np.ndarray) -> np.n
     return v[:, :2] / v[:, 2:]
 
 
+def noise_from_darks(
+    darks: Sequence[str | os.PathLike | LinearImage], *, chart_noise: NoiseModel | None = None
+) -> NoiseModel:
+    """Sensor noise model from dark frames (read noise) and a chart's flat areas (gain).
+
+    Parameters
+    ----------
+    darks : sequence of paths or LinearImage
+        Lens-capped frames at the session's exposure.
+    chart_noise : NoiseModel, optional, keyword-only
+        From :func:`estimate_noise_model` on a chart photo; supplies the gain (the
+        signal-dependent part), which dark frames cannot show.
+
+    Returns
+    -------
+    NoiseModel
+        ``read_noise`` per channel from the darks, ``gain`` from ``chart_noise`` (0 without).
+    """
+    imgs = _load(darks)
+    _check_same_camera(imgs)
+    reads = []
+    channels = imgs[0].channels
+    for c in range(len(channels)):
+        # Differences of neighbouring pixels: fixed-pattern offsets and hot-pixel
+        # clusters cancel, and the robust spread of the rest is the temporal noise.
+        vals = []
+        for im in imgs:
+            d = np.diff(im.data[..., c].astype(np.float64), axis=1).ravel()
+            vals.append(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2))
+        reads.append(float(np.mean(vals)))
+    gains = np.asarray(chart_noise.gain) if chart_noise is not None else np.zeros(len(channels))
+    return NoiseModel(tuple(channels), np.asarray(reads), gains)
+
+
 def analyze_session(
     session_dir: str | os.PathLike,
     *,
@@ -458,6 +493,9 @@ def analyze_session(
 ) -> list[int]:
     """Analyse every focus setting of a capture session into ``db`` (one transaction each).
 
+    Every setting is analysed before anything is written, so a photo that cannot be
+    analysed (or a setting already stored without ``replace``) leaves ``db`` unchanged.
+
     Parameters
     ----------
     session_dir : path
@@ -466,39 +504,72 @@ def analyze_session(
         Open database.
     replace : bool, keyword-only
         Replace stored calibrations of the same setting.
+    grid, oversample, progress : keyword-only
+        As in :func:`analyze_images`.
 
     Returns
     -------
     list of int
-        The calibration ids written.
+        The calibration ids written, one per focus setting.
+
+    Raises
+    ------
+    CalibError
+        No chart shots, a photo that does not show its chart, a setting already stored.
     """
     from ._db import Calibration  # noqa: PLC0415
     from ._session import load_session  # noqa: PLC0415
 
     session = load_session(session_dir)
+    bad = session.verify()
+    if bad:
+        raise CalibError(
+            f"{len(bad)} file(s) of session {session_dir} are missing or changed ({bad[0]}, ...); "
+            "restore them or capture again"
+        )
     groups: dict[tuple[Any, Any], list] = {}
+    darks = []
     for shot in session.shots:
-        if shot.kind != "chart" and shot.chart_path is None:
-            continue
-        groups.setdefault((shot.focus_position, shot.chart_path), []).append(shot)
+        if shot.kind == "dark":
+            darks += [session.path(f) for f in shot.files]
+        elif shot.chart_path is not None:
+            groups.setdefault((shot.focus_position, shot.chart_path), []).append(shot)
     if not groups:
         raise CalibError(f"{session_dir} holds no chart shots; capture a chart first")
-    ids = []
+    results = []
     for (focus, chart_path), shots in sorted(groups.items(), key=lambda kv: (kv[0][0] is None, kv[0][0] or 0)):
         layout_path = Path(chart_path)
-        if not layout_path.is_absolute():
+        if not layout_path.is_absolute() and not layout_path.exists():
             layout_path = Path(session_dir) / layout_path
         paths = [session.path(f) for s in shots for f in s.files]
         _progress(f"analyze: focus {focus}: {len(paths)} photo(s)", progress)
         res = analyze_images(paths, layout_path, focus_position=focus, grid=grid,
                              oversample=oversample, progress=progress)
+        results.append(res)
+    dark_noise = None
+    if darks:
+        _progress(f"analyze: {len(darks)} dark frame(s) -> read noise", progress)
+        dark_noise = noise_from_darks(darks, chart_noise=results[0].noise)
+    stored = {describe_key(s.key): s.id for s in db.summaries()}
+    keys = [describe_key(r.key) for r in results]
+    if len(set(keys)) != len(keys):
+        raise CalibError(f"session {session_dir} holds two chart runs of the same setting; analyse them separately")
+    if not replace:
+        clash = [k for k in keys if k in stored]
+        if clash:
+            raise CalibError(
+                f"{db.path} already holds {clash[0]}; pass --replace to replace it"
+            )
+    ids = []
+    for res in results:
         cal = Calibration(
-            key=res.key, psf_map=res.psf_map, noise=res.noise,
+            key=res.key, psf_map=res.psf_map, noise=dark_noise or res.noise,
             pixel_pitch_um=res.metadata.pixel_pitch_um,
             metadata={"distortion": res.registration.to_dict(), "method": res.method,
                       "n_images": res.n_images, "session": str(session_dir), "notes": list(res.notes)},
         )
         ids.append(db.add(cal, replace=replace))
+        _progress(f"analyze: stored {describe_key(res.key)} as calibration {ids[-1]}", progress)
     return ids
 
 
