@@ -41,7 +41,6 @@ import json
 import math
 import os
 import statistics
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -55,7 +54,6 @@ from targets import atomic_write
 from ._db import Calibration, PSFDatabase, describe_focus
 from ._errors import CalibError
 from ._mtf_psf import psf_mtf
-from ._records import MTFRecord
 
 #: Frequencies (cycles/pixel) at which the report samples PSF-derived MTFs.
 REPORT_FREQ_CPP = np.round(np.linspace(0.0, 0.5, 101), 6)
@@ -511,7 +509,8 @@ def _summary_table(rows: list[dict[str, Any]]) -> str:
         cells.append(f"<td>{r['flagged_nodes']}</td>")
         noise = r["noise"]
         if noise:
-            c = noise["channels"].index(r["reference_channel"]) if r["reference_channel"] in noise["channels"] else 0
+            ref = r["reference_channel"]
+            c = noise["channels"].index(ref) if ref in noise["channels"] else 0
             cells.append(f"<td class=l>{noise['read_noise'][c]:.2e}, {noise['gain'][c]:.2e}</td>")
         else:
             cells.append("<td class=l>not measured</td>")
@@ -520,8 +519,10 @@ def _summary_table(rows: list[dict[str, Any]]) -> str:
 
 
 def _kv_table(items: list[tuple[str, Any]]) -> str:
-    rows = "".join(f"<tr><td class=l>{html.escape(k)}</td><td>{_fmt(v, 4)}</td></tr>" for k, v in items)
-    return f'<table class="kv"><thead><tr><th class=l>Quantity</th><th>Value</th></tr></thead><tbody>{rows}</tbody></table>'
+    rows = "".join(f"<tr><td class=l>{html.escape(k)}</td><td>{_fmt(v, 4)}</td></tr>"
+                   for k, v in items)
+    return ('<table class="kv"><thead><tr><th class=l>Quantity</th><th>Value</th></tr></thead>'
+            f"<tbody>{rows}</tbody></table>")
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -741,7 +742,8 @@ def write_report(db_path: str | os.PathLike, out_html: str | os.PathLike, *,
             body.append(_img(pl.field_maps(pm.node_x, pm.node_y, [("best focus per node", bmap)],
                                            vmin=float(z.min()),
                                            vmax=float(z.max()), unit=s["focus_axis_label"],
-                                           title="", cmap="coolwarm", fmt="{:.1f}"),
+                                           title="", cmap="coolwarm",
+                                           labels=[_bound_labels(bmap, z)]),
                              "best-focus map",
                              heading=f"{title}: best-focus map (field curvature), channel "
                                      f"{pm.channels[a0.ref]}"))
@@ -791,7 +793,8 @@ def write_report(db_path: str | os.PathLike, out_html: str | os.PathLike, *,
     has["distortion"] = bool(body)
     parts.append(_section(
         "distortion", "Distortion",
-        "Radial distortion fitted to the chart's fiducials during analysis.",
+        "Radial distortion r_d = r (1 + k1 ρ² + k2 ρ⁴) fitted to the chart's dots and markers "
+        "during analysis (negative: barrel), with the fit's residuals.",
         body or _missing("Distortion not measured: analyse a chart capture with fiducials "
                          "(`lenspsf analyze`) to fit it.")))
 
@@ -856,6 +859,13 @@ def write_report(db_path: str | os.PathLike, out_html: str | os.PathLike, *,
     return ReportResult(path=out, rows=tuple(rows), summary=summary)
 
 
+def _bound_labels(values: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Cell texts of a best-focus map; a peak at an end of the range is only a bound."""
+    lo, hi = float(z.min()), float(z.max())
+    return np.vectorize(lambda v: f"≤{v:.0f}" if v <= lo else f"≥{v:.0f}" if v >= hi
+                        else f"{v:.1f}", otypes=[object])(values)
+
+
 def _one_per_series(analyses: list[_Analysis]) -> list[_Analysis]:
     """The sharpest calibration (highest centre MTF50 of the reference channel) per lens setting."""
     best: dict[tuple, _Analysis] = {}
@@ -909,7 +919,7 @@ def _distortion_html(analyses: list[_Analysis], pl) -> str:
         w, h = a.cal.psf_map.image_size
         k1, k2 = d.get("k1"), d.get("k2", 0.0)
         if isinstance(k1, (int, float)) and isinstance(k2, (int, float)):
-            cx, cy = d.get("centre_xy", ((w - 1) / 2.0, (h - 1) / 2.0))
+            cx, cy = d.get("centre_xy_px", d.get("centre_xy", ((w - 1) / 2.0, (h - 1) / 2.0)))
             norm = float(d.get("norm_radius_px", math.hypot(w, h) / 2.0))
             rho = np.linspace(0, 1, 101)
             pct = 100.0 * (k1 * rho**2 + k2 * rho**4)
@@ -934,7 +944,8 @@ def _distortion_html(analyses: list[_Analysis], pl) -> str:
                              "distortion",
                              heading=f"#{a.cal.id}: r_d = r (1 + k1 ρ² + k2 ρ⁴), k1 = {k1:.4g}, "
                                      f"k2 = {k2:.4g} (ρ = r / {norm:.0f} px)"))
-        body.append(_kv_table(_flatten(d)))
+        # The chart homography is registration detail, not a lens property.
+        body.append(_kv_table(_flatten({k: v for k, v in d.items() if k != "homography"})))
     return "".join(body)
 
 

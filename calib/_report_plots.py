@@ -233,7 +233,7 @@ def mtf_curves(zones: Sequence[ZoneCurves], *, pixel_pitch_um: float | None, tit
 
 def field_maps(node_x: np.ndarray, node_y: np.ndarray, maps: Sequence[tuple[str, np.ndarray]],
                *, vmin: float, vmax: float, unit: str, title: str, cmap: str = "viridis",
-               fmt: str = "{:.2f}") -> bytes:
+               fmt: str = "{:.2f}", labels: Sequence[np.ndarray] | None = None) -> bytes:
     """Per-node values as a grid of cells (one per node, labelled with the node's pixel
     position), the value printed in each cell.
 
@@ -241,6 +241,8 @@ def field_maps(node_x: np.ndarray, node_y: np.ndarray, maps: Sequence[tuple[str,
     ----------
     maps : sequence of (panel title, ndarray (ny, nx))
         NaN cells are drawn grey and labelled ">Nyq" (no crossing below Nyquist).
+    labels : sequence of ndarray (ny, nx) of str, optional
+        Cell texts per panel, instead of the formatted values.
     """
     ny, nx = maps[0][1].shape
     cell = min(0.6, 4.4 / nx, 3.2 / ny)
@@ -249,7 +251,7 @@ def field_maps(node_x: np.ndarray, node_y: np.ndarray, maps: Sequence[tuple[str,
     cax = axes.pop()
     cm = matplotlib.colormaps[cmap].with_extremes(bad="#cccccc")
     image = None
-    for ax, (name, values) in zip(axes, maps):
+    for p, (ax, (name, values)) in enumerate(zip(axes, maps)):
         image = ax.imshow(np.ma.masked_invalid(values), cmap=cm, vmin=vmin, vmax=vmax,
                           interpolation="nearest", aspect="auto")
         _node_ticks(ax, node_x, node_y, np.arange(nx), np.arange(ny))
@@ -259,6 +261,8 @@ def field_maps(node_x: np.ndarray, node_y: np.ndarray, maps: Sequence[tuple[str,
                 for j in range(nx):
                     val = values[i, j]
                     text = ">Nyq" if not np.isfinite(val) else fmt.format(val)
+                    if labels is not None:
+                        text = str(labels[p][i, j])
                     rgba = cm(np.clip((val - vmin) / max(vmax - vmin, 1e-12), 0, 1)) \
                         if np.isfinite(val) else (0.8, 0.8, 0.8, 1)
                     light = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] > 0.55
@@ -324,8 +328,8 @@ def lateral_colour(node_x: np.ndarray, node_y: np.ndarray, offsets: dict[str, np
     largest = max(float(np.nanmax(np.hypot(o[..., 0], o[..., 1]))) for o in offsets.values())
     spacing = min(np.diff(node_x).min() if len(node_x) > 1 else w,
                   np.diff(node_y).min() if len(node_y) > 1 else h)
-    # Longest arrow about 40 % of the node spacing; a round magnification reads better.
-    magnification = _nice_below(0.4 * spacing / largest) if largest > 0 else 1.0
+    # Longest arrow about half the node spacing; a round magnification reads better.
+    magnification = _nice_below(0.5 * spacing / largest) if largest > 0 else 1.0
     gx, gy = np.meshgrid(node_x, node_y)
     for ch, off in offsets.items():
         ax.quiver(gx.ravel(), gy.ravel(), off[..., 0].ravel() * magnification,
@@ -337,7 +341,7 @@ def lateral_colour(node_x: np.ndarray, node_y: np.ndarray, offsets: dict[str, np
     ax.set_xlabel("x (px)")
     ax.set_ylabel("y (px)")
     ax.add_patch(Rectangle((-0.5, -0.5), w, h, fill=False, ec="#bbbbbb", lw=0.8, ls="-"))
-    key_px = _nice_below(largest) if largest > 0 else 1.0
+    key_px = _nice_below(largest * 1.3) if largest > 0 else 1.0
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.annotate("", xy=(1.04 + key_px * magnification / (w * (1 + 2 * pad)), 0.55),
                 xytext=(1.04, 0.55), xycoords="axes fraction",
@@ -354,7 +358,7 @@ def _nice_below(v: float) -> float:
     if v <= 0:
         return 1.0
     exp = np.floor(np.log10(v))
-    for m in (5, 2, 1):
+    for m in (5, 3, 2, 1.5, 1):
         if m * 10**exp <= v:
             return float(m * 10**exp)
     return float(10**exp)

@@ -184,7 +184,8 @@ def test_summary_key_grid_flags_and_noise_match_the_database(report, stored):
     _, result, _ = report
     for row in result.rows:
         s, cal = stored[row["id"]]
-        assert (row["focus_position"], row["focus_distance_m"]) == (s.key.focus_position, s.key.focus_distance_m)
+        assert row["focus_position"] == s.key.focus_position
+        assert row["focus_distance_m"] == s.key.focus_distance_m
         assert tuple(row["grid"]) == s.grid_shape and row["kernel_size"] == s.kernel_size
         assert row["flagged_nodes"] == s.n_flagged_nodes
         assert row["noise"]["read_noise"] == pytest.approx(list(cal.noise.read_noise))
