@@ -20,17 +20,17 @@ def _centroids(p: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     cam = calib.SimulatedCamera("sharp-prime", "small", seed=1)
-    probe = targets.make_layout("dots", paper="A4", landscape=True)
-    hom = cam.chart_homography(probe)
+    probe = targets.make_layout("dots", paper="300x200mm")  # the sensor's 3:2 aspect
+    hom = cam.chart_homography(probe, fill=1.04)  # markers just inside the frame
     px_per_mm = float(np.hypot(hom[0, 0], hom[1, 0]))
     dist = cam.focal_length_mm * 1000 / cam.sensor.pixel_pitch_um / px_per_mm / 1000 + cam.focal_length_mm / 1000
-    layout = targets.make_layout("dots", paper="A4", landscape=True, pixel_pitch_um=cam.sensor.pixel_pitch_um,
+    layout = targets.make_layout("dots", paper="300x200mm", pixel_pitch_um=cam.sensor.pixel_pitch_um,
                                  focal_mm=cam.focal_length_mm, distance_m=dist)
     fp = round(cam.best_focus_position(dist))
-    shot = cam.shoot(layout, focus_position=fp, object_distance_m=dist)
+    shot = cam.shoot(layout, focus_position=fp, object_distance_m=dist, fill=1.04)
     img = calib.LinearImage(shot.rgb_linear, ("R", "G", "B"), 0, 1, shot.rgb_linear >= 0.999, shot.metadata)
     t0 = time.perf_counter()
-    res = calib.analyze_images([img], layout, grid=(6, 9), oversample=3)
+    res = calib.analyze_images([img], layout, grid=(6, 9))
     dt = time.perf_counter() - t0
     k = res.psf_map.kernel_size
     truth = cam.true_psf_map(focus_position=fp, object_distance_m=dist, grid=(6, 9), size=k)
