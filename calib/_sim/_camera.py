@@ -16,6 +16,7 @@ from ._lens import CHANNELS, LENS_PROFILES, LensProfile
 from ._output import write_shot_tiff
 from ._pupil import Wavefront, system_psf
 from ._render import render_varying, tent_weights
+from ._threads import parallel_map, serial_blas
 from ._sensor import SENSOR_PRESETS, SensorModel, mosaic_rggb
 
 #: Exposure that takes a scene value of 1.0 to the white level at base ISO and f/4.
@@ -248,13 +249,13 @@ class SimulatedCamera:
         wf, lam, n_w, off = self._optics(x, y, _channel_index(channel), focus_position, object_distance_m)
         return self._auto_size(wf, lam, n_w, off)
 
-    def _psf(self, x, y, c, focus_position, object_distance_m, oversample, size, shift=(0.0, 0.0)):
-        key = (round(float(x), 4), round(float(y), 4), c, float(focus_position), float(object_distance_m),
-               oversample, size, shift)
-        hit = self._cache.get(key)
-        if hit is not None:
-            self._cache.move_to_end(key)
-            return hit
+    @staticmethod
+    def _psf_key(x, y, c, focus_position, object_distance_m, oversample, size, shift=(0.0, 0.0)):
+        return (round(float(x), 4), round(float(y), 4), c, float(focus_position), float(object_distance_m),
+                oversample, size, tuple(shift))
+
+    def _psf_compute(self, x, y, c, focus_position, object_distance_m, oversample, size, shift=(0.0, 0.0)):
+        """The pupil-model PSF (no cache; safe to call from several threads)."""
         wf, lam, n_w, off = self._optics(x, y, c, focus_position, object_distance_m)
         if size is None:
             size = self._auto_size(wf, lam, n_w, off) * oversample
@@ -267,10 +268,34 @@ class SimulatedCamera:
             oversample=oversample, size=size, offset_px=(off[0] + shift[0], off[1] + shift[1]),
         )
         psf.setflags(write=False)
+        return psf
+
+    def _store(self, key, psf: np.ndarray) -> None:
         self._cache[key] = psf
         if len(self._cache) > 4096:
             self._cache.popitem(last=False)
+
+    def _psf(self, x, y, c, focus_position, object_distance_m, oversample, size, shift=(0.0, 0.0)):
+        key = self._psf_key(x, y, c, focus_position, object_distance_m, oversample, size, shift)
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit
+        with serial_blas():
+            psf = self._psf_compute(x, y, c, focus_position, object_distance_m, oversample, size, shift)
+        self._store(key, psf)
         return psf
+
+    def _psf_many(self, requests) -> None:
+        """Compute the uncached PSFs among ``requests`` (``_psf`` argument tuples) in parallel."""
+        todo = {}
+        for r in requests:
+            key = self._psf_key(*r)
+            if key not in self._cache and key not in todo:
+                todo[key] = r
+        results = parallel_map(lambda r: self._psf_compute(*r), list(todo.values()))
+        for key, psf in zip(todo, results):
+            self._store(key, psf)
 
     def _psf_pupil(self, x, y, c, focus_position, object_distance_m, oversample, size, shift=(0.0, 0.0)):
         """The pupil-model PSF computed directly at (x, y)."""
@@ -281,8 +306,8 @@ class SimulatedCamera:
         ny, nx = self.render_grid
         return np.linspace(0, w - 1, nx), np.linspace(0, h - 1, ny)
 
-    def _psf_rendered(self, x, y, c, focus_position, object_distance_m, oversample, size, shift=(0.0, 0.0)):
-        """The PSF the renderer applies to a point at (x, y): node PSFs, bilinearly weighted."""
+    def _rendered_terms(self, x, y) -> list[tuple[float, float, float]]:
+        """(weight, node x, node y) of the render nodes that blend into the PSF at (x, y)."""
         xs, ys = self._render_nodes()
         ax = np.array([float(x)])
         ay = np.array([float(y)])
@@ -295,8 +320,27 @@ class SimulatedCamera:
                 wx = float(tent_weights(ax, xs, j)[0])
                 if wx == 0.0:
                     continue
-                terms.append((wy * wx, self._psf(xs[j], ys[i], c, focus_position, object_distance_m,
-                                                 oversample, None, shift)))
+                terms.append((wy * wx, xs[j], ys[i]))
+        return terms
+
+    def _prefetch_rendered(self, points, c, focus_position, object_distance_m, oversample, shift=(0.0, 0.0)) -> None:
+        """Compute (in parallel) the node PSFs ``_psf_rendered`` needs at ``points``.
+
+        ``shift`` is one (dx, dy) for all points or a list with one per point.
+        """
+        shifts = shift if isinstance(shift, list) else [shift] * len(points)
+        self._psf_many([
+            (nx_, ny_, c, focus_position, object_distance_m, oversample, None, sh)
+            for (x, y), sh in zip(points, shifts) for _, nx_, ny_ in self._rendered_terms(x, y)
+        ])
+
+    def _psf_rendered(self, x, y, c, focus_position, object_distance_m, oversample, size, shift=(0.0, 0.0)):
+        """The PSF the renderer applies to a point at (x, y): node PSFs, bilinearly weighted."""
+        terms = self._rendered_terms(x, y)
+        self._psf_many([(nx_, ny_, c, focus_position, object_distance_m, oversample, None, shift)
+                        for _, nx_, ny_ in terms])
+        terms = [(wgt, self._psf(nx_, ny_, c, focus_position, object_distance_m, oversample, None, shift))
+                 for wgt, nx_, ny_ in terms]
         k = size if size is not None else max(p.shape[0] for _, p in terms)
         if k % 2 == 0 or k < 1:
             raise CalibError(f"PSF size {k} must be a positive odd number")
@@ -399,25 +443,34 @@ class SimulatedCamera:
         w, h = self.image_size
         xs, ys = np.linspace(0, w - 1, nx), np.linspace(0, h - 1, ny)
         kw = dict(focus_position=focus_position, object_distance_m=object_distance_m)
+        points = [(x, y) for y in ys for x in xs]
         if size is None:
+            for c in range(3):
+                self._prefetch_rendered(points, c, focus_position, object_distance_m, oversample)
             size = max(
                 self._psf_rendered(x, y, c, focus_position, object_distance_m, oversample, None).shape[0]
                 for x in xs for y in ys for c in range(3)
             )
+        shifts = [(0.0, 0.0)] * len(points)
+        if centre_on == "green_centroid":
+            # the window truncates the tails differently once shifted: refine twice
+            for _ in range(2):
+                self._prefetch_rendered(points, 1, focus_position, object_distance_m, _CENTROID_OVERSAMPLE, shifts)
+                new = []
+                for (x, y), shift in zip(points, shifts):
+                    g = self._psf_rendered(x, y, 1, focus_position, object_distance_m,
+                                           _CENTROID_OVERSAMPLE, None, shift)
+                    cg = psf_centroid_px(g, oversample=_CENTROID_OVERSAMPLE)
+                    new.append((shift[0] - cg.x_px, shift[1] - cg.y_px))
+                shifts = new
+        for c in range(3):
+            self._prefetch_rendered(points, c, focus_position, object_distance_m, oversample, shifts)
         psf = np.zeros((3, ny, nx, size, size), np.float32)
-        for i, y in enumerate(ys):
-            for j, x in enumerate(xs):
-                shift = (0.0, 0.0)
-                if centre_on == "green_centroid":
-                    # the window truncates the tails differently once shifted: refine twice
-                    for _ in range(2):
-                        g = self._psf_rendered(x, y, 1, focus_position, object_distance_m,
-                                               _CENTROID_OVERSAMPLE, None, shift)
-                        cg = psf_centroid_px(g, oversample=_CENTROID_OVERSAMPLE)
-                        shift = (shift[0] - cg.x_px, shift[1] - cg.y_px)
-                for c in range(3):
-                    psf[c, i, j] = self._psf_rendered(x, y, c, focus_position, object_distance_m,
-                                                      oversample, size, shift)
+        for k, ((x, y), shift) in enumerate(zip(points, shifts)):
+            i, j = divmod(k, nx)
+            for c in range(3):
+                psf[c, i, j] = self._psf_rendered(x, y, c, focus_position, object_distance_m,
+                                                  oversample, size, shift)
         nodes = np.stack(np.meshgrid(xs, ys, indexing="xy"), axis=-1)
         return PSFMap(psf, nodes, CHANNELS, (w, h), sampling=oversample)
 
@@ -559,6 +612,8 @@ class SimulatedCamera:
         vig = self.relative_illumination(cx[None, :], cy[:, None]).astype(np.float32)
         out = np.empty((h, w, 3), np.float32)
         take = slice(margin * s + (s - 1) // 2, (margin + h) * s, s), slice(margin * s + (s - 1) // 2, (margin + w) * s, s)
+        self._psf_many([(x, y, c, focus_position, object_distance_m, s, None)
+                        for c in range(3) for y in ys for x in xs])
         for c, ch in enumerate(CHANNELS):
             if progress:
                 print(f"rendering channel {ch} ({ny}x{nx} PSF nodes)", file=sys.stderr, flush=True)
