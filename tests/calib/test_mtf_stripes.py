@@ -282,7 +282,9 @@ def _sim_camera(lens: str, *, distortion: bool) -> SimulatedCamera:
     return SimulatedCamera(prof, sensor, seed=3, render_oversample=5, render_grid=(3, 4))
 
 
-def _sim_check(cam: SimulatedCamera, *, profile: str, channels: tuple[str, ...]) -> list[float]:
+def _sim_check(cam: SimulatedCamera, *, profile: str, channels: tuple[str, ...], averaged: bool = False) -> list[float]:
+    """|measured - true| MTF; ``averaged``: truth from the true PSF averaged over the analysed
+    window (where the PSF changes across a patch, a patch measures that average)."""
     w, h = cam.image_size
     px_per_mm = 0.85 * min(w / 297.0, h / 210.0)
     lay = targets.make_layout("stripes", paper="A4", landscape=True, field=(2, 1), profile=profile,
@@ -293,7 +295,13 @@ def _sim_check(cam: SimulatedCamera, *, profile: str, channels: tuple[str, ...])
     res = measure_stripes(shot.rgb_linear, lay, shot.homography, channels=channels)
     errors = []
     for r in res.clean_records():
-        psf = cam.true_psf(r.x_px, r.y_px, r.channel, focus_position=focus, object_distance_m=2.0, oversample=3)
+        kw = dict(focus_position=focus, object_distance_m=2.0, oversample=3)
+        psf = cam.true_psf(r.x_px, r.y_px, r.channel, **kw)
+        if averaged:
+            half = 0.3 * 0.85 * min(w / 297.0, h / 210.0) * (lay.stripes[0].x1_mm - lay.stripes[0].x0_mm)
+            offs = np.linspace(-half, half, 3)
+            psf = np.mean([cam.true_psf(r.x_px + dx, r.y_px + dy, r.channel, size=psf.shape[0], **kw)
+                           for dx in offs for dy in offs], axis=0)
         _, truth = psf_mtf(psf, r.orientation_deg, sampling=3, freq_cpp=r.freq_cpp)
         errors.extend(np.abs(r.mtf - truth))
     assert len(errors) >= len(lay.stripes) * len(channels) // 2
@@ -309,5 +317,5 @@ def test_stripe_mtf_matches_the_simulated_lens_within_0_02():
 @pytest.mark.parametrize("lens", ["sharp-prime", "soft-zoom", "vintage"])
 @pytest.mark.parametrize("profile", ["sine", "square"])
 def test_stripe_mtf_matches_every_lens_and_channel_within_0_02(lens, profile):
-    errors = _sim_check(_sim_camera(lens, distortion=True), profile=profile, channels=("R", "G", "B"))
+    errors = _sim_check(_sim_camera(lens, distortion=True), profile=profile, channels=("R", "G", "B"), averaged=True)
     assert max(errors) < 0.02
