@@ -2,6 +2,7 @@
 
 ``restore`` reads PSF maps only through ``calib``'s public API.
 """
+from ._demo import DemoResult, run_demo
 from ._engine import RestoreResult, restore_image
 from ._errors import RestoreError
 from ._files import RestoredFile, restore_file, restore_files
@@ -10,6 +11,8 @@ from ._solvers import METHODS
 from ._tiling import TileLayout, plan_tiles
 
 __all__ = [
+    "run_demo",
+    "DemoResult",
     "RestoreError",
     "RestoreResult",
     "restore_image",

@@ -17,6 +17,7 @@ import calib
 import targets
 
 from ._errors import RestoreError
+from ._files import restore_files
 
 #: Focus-drive offsets (steps) from best focus that the demo calibrates; +-16 steps is
 #: about 4 px of defocus blur on the small simulated sensor at f/4.
@@ -217,8 +218,6 @@ def _demo_scene(width: int, height: int) -> np.ndarray:
 def _restore_photo(model, out: Path, db_path: Path, *, focus_position: int, distance_m: float,
                    progress: Callable[[str], None]):
     """Shoot the scene out of focus, restore it from the database, return images for scoring."""
-    from ._pipeline import restore_files  # noqa: PLC0415
-
     w, h = model.image_size
     scene = _demo_scene(w, h)
     shot = model.shoot(scene, focus_position=focus_position, object_distance_m=distance_m)
@@ -228,7 +227,7 @@ def _restore_photo(model, out: Path, db_path: Path, *, focus_position: int, dist
     model.write_tiff(shot, photo_path)
     restored_dir = out / "restored"
     restored_dir.mkdir(exist_ok=True)
-    results = restore_files([photo_path], db=db_path, out_dir=restored_dir, progress=progress)
+    results = restore_files([photo_path], db=db_path, out_dir=restored_dir, log=progress)
     restored_path = results[0].output
     after = calib.load_linear(restored_path).data
     before = shot.rgb_linear
