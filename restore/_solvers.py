@@ -54,6 +54,9 @@ class TileProblem:
         the tile's own when None. Frame-wide statistics keep tiles consistent.
     grad_abs : float or None
         Mean |forward difference| of the whole channel (average of both axes).
+    mean_h2 : float or None
+        Mean of |H|^2 over the full frequency grid; by Parseval this is the PSF's
+        sum of squares, so callers that have the PSF pass it (no OTF needed).
     """
 
     y: np.ndarray
@@ -64,6 +67,7 @@ class TileProblem:
     options: dict[str, Any] = field(default_factory=dict)
     grad_energy: float | None = None
     grad_abs: float | None = None
+    mean_h2: float | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -101,7 +105,8 @@ def _sharp_gradient_energy(p: TileProblem) -> float:
     energy = p.grad_energy if p.grad_energy is not None else _grad_energy(p.y)
     observed = energy - 4.0 * p.sigma * p.sigma
     floor = 1e-6 + p.sigma * p.sigma
-    return max(observed, floor) / max(_mean_h2(p.otf), 1e-3)
+    mean_h2 = p.mean_h2 if p.mean_h2 is not None else _mean_h2(p.otf)
+    return max(observed, floor) / max(mean_h2, 1e-3)
 
 
 def _solve_quadratic(p: TileProblem, prior: np.ndarray) -> np.ndarray:
@@ -112,12 +117,13 @@ def _solve_quadratic(p: TileProblem, prior: np.ndarray) -> np.ndarray:
     (exact when nothing is masked, so a few iterations suffice).
     """
     shape = p.shape
-    h2 = p.otf.real**2 + p.otf.imag**2
-    denom = h2 + prior
-    x = _fft.irfft2(_fft.rfft2(p.y) * (np.conj(p.otf) / denom), shape)
+    spec = _fft.rfft2(p.y)
+    spec *= _fft.inverse_filter(p.otf, prior)
+    x = _fft.irfft2(spec, shape)
     if p.mask is None:
         return x
     m = p.mask
+    denom = p.otf.real**2 + p.otf.imag**2 + prior
 
     def apply_a(v: np.ndarray) -> np.ndarray:
         vs = _fft.rfft2(v)
@@ -144,19 +150,41 @@ def _solve_quadratic(p: TileProblem, prior: np.ndarray) -> np.ndarray:
     return x
 
 
+def _wiener_weight(p: TileProblem) -> float:
+    # The 1/f^2 model overstates fine detail in blurred tiles; the factor matches the
+    # MSE-optimal weight measured on natural scenes (bench/ and tests/restore).
+    return _WIENER_SCALE * p.strength * p.sigma * p.sigma / _sharp_gradient_energy(p)
+
+
+def _tikhonov_weight(p: TileProblem) -> float:
+    # E|lap x|^2 of the sharp tile under the 1/f^2 model: the gradient energy times the
+    # Laplacian's mean gain (about 6 for the 5-point stencil against 4 for forward differences).
+    return _TIKHONOV_SCALE * p.strength * p.sigma * p.sigma / (_sharp_gradient_energy(p) * 6.0)
+
+
+def _laplacian_power(shape: tuple[int, int]) -> np.ndarray:
+    return _fft.gradient_power(shape) ** 2
+
+
+@dataclass(frozen=True)
+class ClosedForm:
+    """A method whose solution is one Fourier-domain filter: conj(H) / (|H|^2 + weight * prior)."""
+
+    weight: Callable[[TileProblem], float]
+    prior: Callable[[tuple[int, int]], np.ndarray]
+
+    def filter(self, p: TileProblem) -> np.ndarray:
+        return _fft.inverse_filter(p.otf, self.weight(p) * self.prior(p.shape))
+
+
 def wiener(p: TileProblem) -> np.ndarray:
     """Wiener filter with a natural-image (1/f^2) signal spectrum fitted to the tile.
 
     NSR(f) = sigma^2 |D(f)|^2 / A, where A (the sharp image's gradient energy) is
-    estimated from the tile itself, so each tile adapts to its own content.
+    estimated from the channel's gradient statistics and the tile's PSF.
     """
-    shape = p.shape
-    a = _sharp_gradient_energy(p)
-    # The 1/f^2 model overstates fine detail in blurred tiles; the factor matches the
-    # MSE-optimal weight measured on natural scenes (bench/ and tests/restore).
-    lam = _WIENER_SCALE * p.strength * p.sigma * p.sigma / a
-    g2 = _fft.gradient_power(shape)
-    return _solve_quadratic(p, lam * g2)
+    cf = CLOSED_FORM["wiener"]
+    return _solve_quadratic(p, cf.weight(p) * cf.prior(p.shape))
 
 
 def tikhonov(p: TileProblem) -> np.ndarray:
@@ -164,14 +192,16 @@ def tikhonov(p: TileProblem) -> np.ndarray:
 
     x = argmin ||h*x - y||^2 + lam ||lap x||^2, lam = strength sigma^2 / E|lap x|^2.
     """
-    shape = p.shape
-    lap2 = _fft.gradient_power(shape) ** 2
-    # E|lap x|^2 of the sharp tile under the 1/f^2 model is A mean(|D|^2) ~ 8 A... use
-    # the same gradient-energy estimate, scaled by the Laplacian's mean gain (about 6 for
-    # the 5-point stencil against 4 for forward differences squared).
-    a = _sharp_gradient_energy(p) * 6.0
-    lam = _TIKHONOV_SCALE * p.strength * p.sigma * p.sigma / a
-    return _solve_quadratic(p, lam * lap2)
+    cf = CLOSED_FORM["tikhonov"]
+    return _solve_quadratic(p, cf.weight(p) * cf.prior(p.shape))
+
+
+#: Methods that are a single linear filter per tile (without clipped pixels): the
+#: engine applies them to all channels of a tile in one batched transform.
+CLOSED_FORM: dict[str, ClosedForm] = {
+    "wiener": ClosedForm(_wiener_weight, _fft.gradient_power),
+    "tikhonov": ClosedForm(_tikhonov_weight, _laplacian_power),
+}
 
 
 def richardson_lucy(p: TileProblem) -> np.ndarray:

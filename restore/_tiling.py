@@ -78,10 +78,23 @@ class TileLayout:
         )
 
 
+#: Largest FFT side chosen by default (for PSFs up to ~80 px): bigger transforms leave the
+#: CPU caches and cost more per sample, smaller ones waste more on guards and overlaps.
+MAX_DEFAULT_FFT = 1024
+
+
 def default_tile_px(kernel_size: int) -> int:
-    """FFT side of a tile for a PSF of ``kernel_size``: big enough that guards cost
-    little, small enough to follow the PSF's variation and fit the caches."""
-    return _fft.fast_len(int(np.clip(16 * kernel_size, 256, 1024)))
+    """Largest tile FFT side the automatic plan considers for a PSF of ``kernel_size``."""
+    return max(MAX_DEFAULT_FFT, _fft.fast_len(8 * guard_px(kernel_size)))
+
+
+def default_overlap_px(kernel_size: int) -> int:
+    """Cross-fade width between neighbouring cores: one PSF size (at least 16 px).
+
+    Only the PSF changes across a seam (every tile sees its full context through
+    the guards), so a short fade suffices; a wider one costs transform area.
+    """
+    return max(int(kernel_size), 16)
 
 
 def guard_px(kernel_size: int) -> int:
@@ -89,15 +102,48 @@ def guard_px(kernel_size: int) -> int:
     return max(int(np.ceil(GUARD_PER_KERNEL * kernel_size)), kernel_size, 8)
 
 
-def _axis(length: int, tile_px: int, guard: int, overlap: int) -> AxisTiles:
-    core_target = max(tile_px - 2 * guard, 2 * overlap, 8)
-    if length <= core_target:
-        n, core = 1, length
-    else:
-        core = core_target
-        n = int(np.ceil((length - overlap) / (core - overlap)))
-        n = max(n, 2)
-    fft_len = _fft.fast_len(core + 2 * guard)
+def _max_core_without_triple_overlap(length: int, n: int) -> int:
+    # Cores spaced evenly: each pixel must lie in at most two cores (the blending ramps
+    # assume neighbours only), i.e. core <= 2 * stride.
+    return length if n == 1 else max(8, (2 * length) // (n + 1) - 2)
+
+
+def _choose_axis(
+    length: int, guard: int, overlap: int, *, max_fft: int, max_core: int | None
+) -> tuple[int, int, int]:
+    """(count, core, fft length) of least transform cost covering ``length``.
+
+    Cost model: count * fft * log2(fft) (the 1-D share of the tiles' FFT work).
+    """
+    best: tuple[float, int, int, int] | None = None
+    n = 1
+    while True:
+        need = int(np.ceil((length + (n - 1) * overlap) / n))
+        if n > 1 and need < max(2 * overlap + 1, 8):
+            break
+        fft = _fft.fast_len(need + 2 * guard)
+        ok = (max_core is None or need <= max_core) and (fft <= max_fft or n * overlap >= length)
+        if ok:
+            # Widen the core into the spare FFT samples: longer cross-fades, same cost.
+            cap = min(fft - 2 * guard, _max_core_without_triple_overlap(length, n), length)
+            if max_core is not None:
+                cap = min(cap, max_core)
+            core = max(need, cap)
+            cost = n * fft * np.log2(max(fft, 2))
+            if best is None or cost < best[0]:
+                best = (cost, n, core, fft)
+        n += 1
+        if n > length:
+            break
+    if best is None:  # every option breaks a cap: fall back to the smallest tiles
+        n = max(1, int(np.ceil((length - overlap) / max(1, (max_core or length) - overlap))))
+        core = int(np.ceil((length + (n - 1) * overlap) / n))
+        return n, core, _fft.fast_len(core + 2 * guard)
+    return best[1], best[2], best[3]
+
+
+def _axis(length: int, n: int, core: int, fft_len: int) -> AxisTiles:
+    core = min(core, length)
     g_lo = (fft_len - core) // 2
     g_hi = fft_len - core - g_lo
     if n == 1:
@@ -127,6 +173,17 @@ def _axis(length: int, tile_px: int, guard: int, overlap: int) -> AxisTiles:
     return AxisTiles(length, core, g_lo, g_hi, starts, weights)
 
 
+def _fixed_axis(length: int, tile_px: int, guard: int, overlap: int) -> AxisTiles:
+    """Tiles of a given FFT side (the user's ``tile``)."""
+    core_target = max(tile_px - 2 * guard, 2 * overlap, 8)
+    if length <= core_target:
+        n, core = 1, length
+    else:
+        core = core_target
+        n = max(2, int(np.ceil((length - overlap) / (core - overlap))))
+    return _axis(length, n, core, _fft.fast_len(core + 2 * guard))
+
+
 def plan_tiles(
     height: int,
     width: int,
@@ -138,6 +195,9 @@ def plan_tiles(
 ) -> TileLayout:
     """Cut a ``height`` x ``width`` frame into blended tiles for a PSF of ``kernel_size``.
 
+    By default each axis gets the tile count and fast FFT length of least transform
+    work (guards + overlaps are the waste), with cores no longer than ``max_core_px``.
+
     Parameters
     ----------
     height, width : int
@@ -145,14 +205,14 @@ def plan_tiles(
     kernel_size : int
         PSF side; the guard margin is at least this.
     tile_px : int, optional
-        Tile side including guards (the FFT size); default from ``kernel_size``.
+        Tile side including guards (the FFT size), instead of the automatic choice.
         A size at least the frame's gives a single tile (a global restore).
     overlap_px : int, optional
-        Overlap of neighbouring cores, where their results are cross-faded
-        (default a quarter of the core, at least the PSF size).
+        Minimum overlap of neighbouring cores, where their results are cross-faded
+        (default :func:`default_overlap_px`).
     max_core_px : int, optional
-        Upper bound on the core (e.g. the PSF map's node spacing, so each tile's
-        PSF follows the map).
+        Upper bound on the core (e.g. about the PSF map's node spacing, so each tile's
+        PSF follows the map). Ignored with ``tile_px``.
 
     Returns
     -------
@@ -166,11 +226,14 @@ def plan_tiles(
     True
     """
     g = guard_px(kernel_size)
-    tile = int(tile_px) if tile_px else default_tile_px(kernel_size)
-    tile = max(tile, 2 * g + 16)
-    if max_core_px:
-        tile = min(tile, int(max_core_px) + 2 * g)
-    core = tile - 2 * g
-    ov = int(overlap_px) if overlap_px is not None else max(core // 4, kernel_size)
-    ov = int(min(ov, core // 2))
-    return TileLayout(_axis(height, tile, g, ov), _axis(width, tile, g, ov))
+    ov = int(overlap_px) if overlap_px is not None else default_overlap_px(kernel_size)
+    if tile_px:
+        tile = max(int(tile_px), 2 * g + 16)
+        ov = int(min(ov, (tile - 2 * g) // 2))
+        return TileLayout(_fixed_axis(height, tile, g, ov), _fixed_axis(width, tile, g, ov))
+    max_fft = default_tile_px(kernel_size)
+    axes = []
+    for length in (height, width):
+        n, core, fft = _choose_axis(length, g, ov, max_fft=max_fft, max_core=max_core_px)
+        axes.append(_axis(length, n, core, fft))
+    return TileLayout(*axes)

@@ -50,10 +50,19 @@ def test_otf_cache_returns_the_stored_otf_for_an_equal_psf(rng):
     assert cache.otf(psf, (32, 48)) is not a
 
 
-def test_otf_cache_evicts_beyond_its_byte_budget(rng):
+def test_otf_cache_evicts_other_groups_first_when_full(rng):
+    cache = _fft.OTFCache(max_bytes=3 * 32 * 17 * 8)
+    psfs = [rng.random((3, 3)).astype(np.float32) for _ in range(4)]
+    old = cache.otf(psfs[0], (32, 32), group="old map")
+    for p in psfs[1:]:
+        cache.otf(p, (32, 32), group="new map")
+    assert cache.otf(psfs[0], (32, 32), group="new map") is not old
+    assert cache.nbytes <= cache.max_bytes
+
+
+def test_otf_cache_keeps_its_first_entries_when_one_group_overflows_it(rng):
     cache = _fft.OTFCache(max_bytes=3 * 32 * 17 * 8)
     psfs = [rng.random((3, 3)).astype(np.float32) for _ in range(5)]
-    first = cache.otf(psfs[0], (32, 32))
-    for p in psfs[1:]:
-        cache.otf(p, (32, 32))
-    assert cache.otf(psfs[0], (32, 32)) is not first
+    first = [cache.otf(p, (32, 32), group="map") for p in psfs]
+    again = [cache.otf(p, (32, 32), group="map") for p in psfs]
+    assert [a is b for a, b in zip(first, again)] == [True, True, True, False, False]
