@@ -123,20 +123,22 @@ def _as_3d(image: np.ndarray) -> np.ndarray:
     return image[..., None] if image.ndim == 2 else image
 
 
-def check_image(image: np.ndarray, *, name: str = "the image") -> None:
+def check_image(image: np.ndarray, *, name: str = "the image", clip_level: float | None = None) -> int:
     """Raise :class:`RestoreError` if ``image`` holds NaN/inf or clearly negative values.
 
-    Checked in row blocks so that no full-frame temporary is made.
+    Checked in row blocks so that no full-frame temporary is made. Returns the
+    number of samples at or above ``clip_level`` (counted in the same pass; 0 without it).
     """
     if image.ndim not in (2, 3):
         raise RestoreError(f"{name} has shape {image.shape}; expected (H, W) or (H, W, C)")
     if not np.issubdtype(image.dtype, np.floating):
         raise RestoreError(f"{name} is {image.dtype}; pass a linear float image scaled 0..1")
     step = max(1, 4_000_000 // max(1, image[0].size))
+    clipped = 0
     for y0 in range(0, image.shape[0], step):
         block = image[y0 : y0 + step]
-        lo = float(np.min(block))
-        if not np.isfinite(lo) or not np.isfinite(float(np.max(block))):
+        lo, hi = float(np.min(block)), float(np.max(block))
+        if not (np.isfinite(lo) and np.isfinite(hi)):
             raise RestoreError(
                 f"{name} contains NaN or infinite values (from row {y0}); repair or re-export it before restoring"
             )
@@ -145,6 +147,9 @@ def check_image(image: np.ndarray, *, name: str = "the image") -> None:
                 f"{name} has values down to {lo:.3g}, far below black; pass a linear image scaled 0..1 "
                 "after black-level subtraction"
             )
+        if clip_level is not None and hi >= clip_level:
+            clipped += int(np.count_nonzero(block >= clip_level))
+    return clipped
 
 
 def _psf_for_sensor(psf: np.ndarray, sampling: int) -> np.ndarray:
@@ -513,7 +518,6 @@ def restore_image(
     """
     t0 = time.perf_counter()
     _check_method(method)
-    check_image(image)
     strength = 1.0 if strength is None else float(strength)
     if not strength > 0:
         raise RestoreError(f"strength must be positive (got {strength}); use e.g. 0.5 for sharper, 2 for smoother")
@@ -527,6 +531,7 @@ def restore_image(
         clip_level = None
     elif saturated is not None and saturated is not True:
         clip_level = float(saturated)
+    n_clipped = check_image(image, clip_level=clip_level)
     est = noise_for(image, noise, saturated=clip_level)
     job = plan_job(
         image.shape,
@@ -553,7 +558,7 @@ def restore_image(
     if mask is not None:
         clipped_fraction = float(mask.mean())
     elif clip_level is not None:
-        clipped_fraction = _clipped_fraction(image, clip_level)
+        clipped_fraction = n_clipped / image.size
     else:
         clipped_fraction = 0.0
     return RestoreResult(
@@ -623,9 +628,3 @@ def run_rows_locally(
         while pending:
             (pi, pj), fut = pending.popleft()
             emit(pi, pj, fut.result())
-
-
-def _clipped_fraction(image: np.ndarray, level: float) -> float:
-    step = max(1, 4_000_000 // max(1, image[0].size))
-    n = sum(int(np.count_nonzero(image[y : y + step] >= level)) for y in range(0, image.shape[0], step))
-    return n / image.size
