@@ -49,6 +49,7 @@ from ._session import (
 from ._psf_dots import DotsPSF, dot_ellipse_px, estimate_psf_dots
 from ._psf_pattern import PatternPSF, estimate_psf_pattern
 from ._register import Registration, register_chart
+from ._pattern_register import PatternPSFResult, estimate_psf_from_pattern
 from ._analyze import AnalysisResult, analyze_images, analyze_session, estimate_noise_model, noise_from_darks
 
 __all__ = [
@@ -108,6 +109,8 @@ __all__ = [
     "estimate_psf_pattern",
     "Registration",
     "register_chart",
+    "PatternPSFResult",
+    "estimate_psf_from_pattern",
     "AnalysisResult",
     "analyze_images",
     "analyze_session",

@@ -18,7 +18,7 @@ from .._errors import CalibError
 
 # Subcommand modules in the order ``lenspsf --help`` lists them. A module is added
 # here only once its command works end to end.
-_COMMANDS: tuple[str, ...] = ("targets", "capture", "db", "edge", "restore", "report", "analyze")
+_COMMANDS: tuple[str, ...] = ("targets", "capture", "db", "edge", "restore", "report", "analyze", "psf")
 
 _USER_ERRORS = (targets.TargetError, CalibError, restore.RestoreError)
 
