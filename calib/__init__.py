@@ -30,6 +30,7 @@ from ._imageio import GammaEncodedWarning, LinearImage, load_linear
 from ._edge import EdgeMTF, measure_edge
 from ._mtf_stripes import StripePatchResult, StripeResult, measure_stripes
 from ._through_focus import ThroughFocus, through_focus
+from ._chart_mtf import ChartEdge, ChartMTF, EdgeAgreement, ItemSummary, measure_chart_mtf, psf_edge_agreement
 from ._camera import Camera, CameraInfo, Setting, check_image_file, open_camera
 from ._gphoto2_backend import DetectedCamera, GPhoto2Camera, detect_cameras
 from ._simcamera import SimCamera
@@ -121,4 +122,10 @@ __all__ = [
     "measure_stripes",
     "ThroughFocus",
     "through_focus",
+    "ChartEdge",
+    "ChartMTF",
+    "EdgeAgreement",
+    "ItemSummary",
+    "measure_chart_mtf",
+    "psf_edge_agreement",
 ]
