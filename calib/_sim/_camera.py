@@ -202,6 +202,14 @@ class SimulatedCamera:
         h = np.hypot(np.asarray(x, float) - self.centre.x_px, np.asarray(y, float) - self.centre.y_px)
         return self.lens.relative_illumination(h / self.norm_radius_px, self.f_number)
 
+    def _vignetting_f32(self, cx: np.ndarray, cy: np.ndarray) -> np.ndarray:
+        """``relative_illumination`` on the grid of columns ``cx`` x rows ``cy``, float32."""
+        dx2 = ((cx - self.centre.x_px) / self.norm_radius_px).astype(np.float32) ** 2
+        dy2 = ((cy - self.centre.y_px) / self.norm_radius_px).astype(np.float32) ** 2
+        h = dy2[:, None] + dx2[None, :]
+        np.sqrt(h, out=h)
+        return self.lens.relative_illumination(h, self.f_number)
+
     def lateral_colour_px(self, x: float, y: float, channel: str) -> PointPx:
         """Offset of ``channel``'s image from green's at pixel (x, y) (lateral colour)."""
         d = self.lens.lateral_colour[_channel_index(channel)]
@@ -609,20 +617,20 @@ class SimulatedCamera:
         else:
             raise CalibError("scene must be a targets.Layout or a float image (H, W, 3); got " + type(scene).__name__)
         cx, cy = self._fine_coords(s, margin)
-        vig = self.relative_illumination(cx[None, :], cy[:, None]).astype(np.float32)
-        out = np.empty((h, w, 3), np.float32)
+        vig = self._vignetting_f32(cx, cy)
         take = slice(margin * s + (s - 1) // 2, (margin + h) * s, s), slice(margin * s + (s - 1) // 2, (margin + w) * s, s)
         self._psf_many([(x, y, c, focus_position, object_distance_m, s, None)
                         for c in range(3) for y in ys for x in xs])
-        for c, ch in enumerate(CHANNELS):
-            if progress:
-                print(f"rendering channel {ch} ({ny}x{nx} PSF nodes)", file=sys.stderr, flush=True)
+        if progress:
+            print(f"rendering {len(CHANNELS)} channels ({ny}x{nx} PSF nodes)", file=sys.stderr, flush=True)
 
-            def kernel(i, j, c=c):
-                return self._psf(xs[j], ys[i], c, focus_position, object_distance_m, s, None)
+        def kernel(c, i, j):
+            return self._psf(xs[j], ys[i], c, focus_position, object_distance_m, s, None)
 
-            blurred = render_varying(planes[c] * vig, cx, cy, xs, ys, kernel)
-            out[..., c] = blurred[take]
+        # a grey chart is one plane shared by the channels: vignette and transform it once
+        src = planes[:1] if planes.strides[0] == 0 else planes
+        blurred = render_varying(src * vig, cx, cy, xs, ys, kernel, len(CHANNELS))
+        out = np.ascontiguousarray(np.moveaxis(blurred[(slice(None),) + take], 0, -1))
         return out, hmat
 
     def shoot(

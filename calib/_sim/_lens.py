@@ -96,14 +96,32 @@ class LensProfile:
         }
 
     def relative_illumination(self, h: np.ndarray, f_number: float) -> np.ndarray:
-        """Vignetting factor (1 on axis) at normalised field height ``h``."""
-        h = np.asarray(h, dtype=np.float64)
-        tan_t = h * math.tan(math.radians(self.half_field_deg))
-        natural = 1.0 / (1.0 + tan_t**2) ** 2  # cos^4 of the chief-ray angle
+        """Vignetting factor (1 on axis) at normalised field height ``h``.
+
+        float32 in, float32 out (whole rendered frames); anything else in float64.
+        """
+        h = np.asarray(h)
+        dt = np.float32 if h.dtype == np.float32 else np.float64
+        shape = h.shape
+        h = np.atleast_1d(h).astype(dt, copy=False)  # 1-d at least: in-place steps below
+        tan_t = h * dt(math.tan(math.radians(self.half_field_deg)))
+        tan_t *= tan_t
+        tan_t += dt(1.0)
+        tan_t *= tan_t
+        natural = np.reciprocal(tan_t, out=tan_t)  # cos^4 of the chief-ray angle
         stops = math.log2(max(f_number, self.f_number_min) / self.f_number_min)
         a = self.mechanical_vignetting * max(0.0, 1.0 - stops / 2.0)
-        t = np.clip((h - self.mechanical_onset) / max(1e-9, 1.0 - self.mechanical_onset), 0.0, None)
-        return natural * np.clip(1.0 - a * t**2, 0.0, 1.0)
+        if a == 0.0:
+            return natural.reshape(shape)
+        t = h - dt(self.mechanical_onset)
+        t *= dt(1.0 / max(1e-9, 1.0 - self.mechanical_onset))
+        np.clip(t, 0.0, None, out=t)
+        t *= t
+        t *= dt(-a)
+        t += dt(1.0)
+        np.clip(t, 0.0, 1.0, out=t)
+        natural *= t
+        return natural.reshape(shape)
 
 
 LENS_PROFILES: dict[str, LensProfile] = {

@@ -8,13 +8,15 @@ full-frame FFT convolutions per channel whatever the grid density.
 """
 from __future__ import annotations
 
-import os
+import itertools
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.fft as sfft
 
-WORKERS = max(1, min(2, os.cpu_count() or 1))
+from ._threads import WORKERS
 
 
 def tent_weights(coords: np.ndarray, nodes: np.ndarray, j: int) -> np.ndarray:
@@ -40,30 +42,56 @@ def tent_weights(coords: np.ndarray, nodes: np.ndarray, j: int) -> np.ndarray:
     return w
 
 
-def _fft_convolve_full(a: np.ndarray, k: np.ndarray) -> np.ndarray:
-    shape = (a.shape[0] + k.shape[0] - 1, a.shape[1] + k.shape[1] - 1)
-    fshape = (sfft.next_fast_len(shape[0], real=True), sfft.next_fast_len(shape[1], real=True))
-    fa = sfft.rfft2(a, fshape, workers=WORKERS)
-    fa *= sfft.rfft2(k, fshape, workers=WORKERS)
-    return sfft.irfft2(fa, fshape, workers=WORKERS)[: shape[0], : shape[1]]
+def _node_convolutions(
+    pieces: list[np.ndarray | None], kernels: list[np.ndarray]
+) -> list[np.ndarray | None]:
+    """Full linear convolutions of each channel's piece with its kernel (FFT, float32).
+
+    ``pieces`` has one entry per channel, or a single one shared by all channels (a
+    grey scene): its transform is then taken once. ``None`` pieces are all zero.
+    """
+    ph, pw = next(p for p in pieces if p is not None).shape
+    kmax = max(k.shape[0] for k in kernels)
+    fshape = (sfft.next_fast_len(ph + kmax - 1, real=True), sfft.next_fast_len(pw + kmax - 1, real=True))
+    spectra = [None if p is None else sfft.rfft2(p, fshape, workers=1) for p in pieces]
+    out = []
+    for c, k in enumerate(kernels):
+        fa = spectra[0] if len(spectra) == 1 else spectra[c]
+        if fa is None:
+            out.append(None)
+            continue
+        # a kernel has few rows: transform them along x, then the padded columns
+        fk = sfft.rfft(k, fshape[1], axis=1, workers=1)
+        fk = sfft.fft(fk, fshape[0], axis=0, workers=1, overwrite_x=True)
+        fk *= fa
+        n = k.shape[0] - 1
+        out.append(sfft.irfft2(fk, fshape, workers=1, overwrite_x=True)[: ph + n, : pw + n])
+    return out
 
 
 def render_varying(
-    scene: np.ndarray,
+    planes: np.ndarray,
     coords_x: np.ndarray,
     coords_y: np.ndarray,
     node_x: np.ndarray,
     node_y: np.ndarray,
-    kernel: Callable[[int, int], np.ndarray],
+    kernel: Callable[[int, int, int], np.ndarray],
+    n_channels: int,
 ) -> np.ndarray:
-    """Blur ``scene`` (Hf, Wf) with the PSF grid; ``kernel(i, j)`` gives node (i, j)'s PSF.
+    """Blur ``planes`` (C, Hf, Wf) with the PSF grid; ``kernel(c, i, j)`` gives node (i, j)'s PSF.
 
-    ``coords_x``/``coords_y`` are the sensor-pixel coordinates of the scene's columns
-    and rows; kernels are sampled on the scene's grid, odd-sized and centred.
-    Light spread beyond the scene's border is lost (callers pad the scene).
+    ``planes`` holds one plane per channel, or one plane (C = 1) that all ``n_channels``
+    channels share. ``coords_x``/``coords_y`` are the sensor-pixel coordinates of the
+    planes' columns and rows; kernels are sampled on the planes' grid, odd-sized and
+    centred. Light spread beyond the border is lost (callers pad the scene).
+    Returns (n_channels, Hf, Wf) float32.
+
+    Nodes are convolved on ``WORKERS`` threads; their results are added in node order
+    on the calling thread, so the output does not depend on thread timing.
     """
-    hf, wf = scene.shape
-    out = np.zeros((hf, wf), np.float32)
+    _, hf, wf = planes.shape
+    out = np.zeros((n_channels, hf, wf), np.float32)
+    jobs = []
     for i in range(len(node_y)):
         wy = tent_weights(coords_y, node_y, i)
         rows = np.nonzero(wy)[0]
@@ -76,16 +104,50 @@ def render_varying(
             if len(cols) == 0:
                 continue
             c0, c1 = cols[0], cols[-1] + 1
-            piece = scene[r0:r1, c0:c1] * wy[r0:r1, None] * wx[None, c0:c1]
-            if not piece.any():
+            kernels = [kernel(c, i, j) for c in range(n_channels)]
+            jobs.append((r0, r1, c0, c1, wy[r0:r1, None] * wx[None, c0:c1], kernels))
+
+    def run(job):
+        r0, r1, c0, c1, wgt, kernels = job
+        pieces = []
+        for plane in planes:
+            piece = plane[r0:r1, c0:c1] * wgt
+            pieces.append(piece if piece.any() else None)
+        if all(p is None for p in pieces):
+            return None
+        return _node_convolutions(pieces, kernels)
+
+    def place(job, convs):
+        r0, _, c0, _, _, kernels = job
+        for c, (conv, k) in enumerate(zip(convs, kernels)):
+            if conv is None:
                 continue
-            k = kernel(i, j)
             h = k.shape[0] // 2
-            conv = _fft_convolve_full(piece, k)
             # place the full convolution, clipped to the canvas
             y0, x0 = r0 - h, c0 - h
             ya, xa = max(0, -y0), max(0, -x0)
             yb = min(conv.shape[0], hf - y0)
             xb = min(conv.shape[1], wf - x0)
-            out[y0 + ya : y0 + yb, x0 + xa : x0 + xb] += conv[ya:yb, xa:xb]
+            out[c, y0 + ya : y0 + yb, x0 + xa : x0 + xb] += conv[ya:yb, xa:xb]
+
+    if WORKERS == 1:
+        for job in jobs:
+            convs = run(job)
+            if convs is not None:
+                place(job, convs)
+        return out
+    ahead = WORKERS + 1  # bounded: finished convolutions wait in memory until placed
+    with ThreadPoolExecutor(WORKERS) as pool:
+        pending: deque = deque()
+        it = iter(jobs)
+        for job in itertools.islice(it, ahead):
+            pending.append((job, pool.submit(run, job)))
+        while pending:
+            job, fut = pending.popleft()
+            convs = fut.result()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append((nxt, pool.submit(run, nxt)))
+            if convs is not None:
+                place(job, convs)
     return out

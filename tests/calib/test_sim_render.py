@@ -102,3 +102,19 @@ def test_lens_without_lateral_colour_renders_grey_points_grey():
     win = irr[20:41, 190:211]
     cents = [(win[..., c] * np.arange(21)[None, :]).sum() / win[..., c].sum() for c in range(3)]
     assert max(cents) - min(cents) < 0.05
+
+
+def test_a_plane_shared_by_the_channels_renders_like_three_equal_planes(rng):
+    from calib._sim._render import render_varying
+
+    plane = rng.uniform(0, 1, (1, 90, 130)).astype(np.float32)
+    kernels = {c: rng.uniform(0, 1, (2, 3, 2 * c + 5, 2 * c + 5)).astype(np.float32) for c in range(3)}
+    args = (np.arange(130.0), np.arange(90.0), np.linspace(0, 129, 3), np.linspace(0, 89, 2),
+            lambda c, i, j: kernels[c][i, j], 3)
+    shared = render_varying(plane, *args)
+    separate = render_varying(np.repeat(plane, 3, axis=0), *args)
+    assert np.allclose(shared, separate, rtol=0, atol=1e-5)
+    # a kernel of one centred sample leaves the scene as it is
+    delta = np.zeros((1, 1), np.float32) + 1
+    same = render_varying(plane, *args[:4], lambda c, i, j: delta, 1)
+    assert np.allclose(same[0], plane[0], atol=1e-5)
