@@ -392,7 +392,7 @@ def _coarse(photo: np.ndarray, pattern: np.ndarray, where: str) -> tuple[np.ndar
         dst = np.roll(dst, -rot, axis=0)
         hom = cv2.getPerspectiveTransform(src.astype(np.float32), dst.astype(np.float32)).astype(np.float64)
         shift = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1.0]])
-        warped = cv2.warpPerspective(pattern.astype(np.float32), shift @ hom @ _cell_to_index(),
+        warped = cv2.warpPerspective(pattern.astype(np.float32), shift @ hom,
                                      (x1 - x0, y1 - y0), flags=cv2.INTER_NEAREST,
                                      borderMode=cv2.BORDER_REPLICATE)
         warped = cv2.GaussianBlur(warped, (0, 0), sig)
@@ -405,11 +405,6 @@ def _coarse(photo: np.ndarray, pattern: np.ndarray, where: str) -> tuple[np.ndar
             f"pattern image (best {best:.2f}); check the pattern file, or give --roi X,Y,W,H around the pattern"
         )
     return hom, cell, idx
-
-
-def _cell_to_index() -> np.ndarray:
-    """Identity: cell centres are at integer pattern coordinates, as OpenCV's pixel centres."""
-    return np.eye(3)
 
 
 # ----------------------------------------------------------------------------- refinement
@@ -582,25 +577,37 @@ def psf_width(psf: np.ndarray, oversample: int = 1) -> tuple[float, tuple[float,
     return fwhm, (math.sqrt(max(ev[1], 0)), math.sqrt(max(ev[0], 0))), angle, (mx, my)
 
 
-def _region(reg: PatternRegistration, shape: tuple[int, int], pattern_shape, margin: float,
+def _region(reg: PatternRegistration, shape: tuple[int, int], pattern_shape: tuple[int, int], margin: float,
             max_side: int, roi) -> tuple[int, int, int, int]:
-    """Largest centred axis-aligned box inside the pattern (minus margin), within ROI and photo."""
+    """The largest square box (side <= max_side) about the pattern's centre whose pixels,
+    grown by ``margin``, all lie on the pattern, within the ROI and the photo."""
     h, w = shape
-    q = reg.corners_xy_px
-    x0 = max(q[0, 0], q[3, 0]) + margin
-    x1 = min(q[1, 0], q[2, 0]) - margin
-    y0 = max(q[0, 1], q[1, 1]) + margin
-    y1 = min(q[2, 1], q[3, 1]) - margin
-    if roi is not None:
-        rx, ry, rw, rh = roi
-        x0, y0, x1, y1 = max(x0, rx), max(y0, ry), min(x1, rx + rw - 1), min(y1, ry + rh - 1)
-    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w - 1), min(y1, h - 1)
-    if x0 > x1 or y0 > y1:  # outline not axis-friendly: fall back to a box around the centre
+    ph, pw = pattern_shape
+    hinv = np.linalg.inv(reg.homography)
+    cx, cy = _apply(reg.homography, np.array([(pw - 1) / 2]), np.array([(ph - 1) / 2]))
+    cx, cy = float(cx[0]), float(cy[0])
+    lim = (0, 0, w - 1, h - 1) if roi is None else (roi[0], roi[1], roi[0] + roi[2] - 1, roi[1] + roi[3] - 1)
+
+    def fits(half: float) -> bool:
+        e = half + margin
+        t = np.linspace(-e, e, 9)
+        xs = np.concatenate([cx + t, cx + t, np.full(9, cx - e), np.full(9, cx + e)])
+        ys = np.concatenate([np.full(9, cy - e), np.full(9, cy + e), cy + t, cy + t])
+        u, v = _apply(hinv, xs, ys)
+        on_pattern = np.all((u > 0) & (u < pw - 1) & (v > 0) & (v < ph - 1))
+        inside = cx - half >= lim[0] and cy - half >= lim[1] and cx + half <= lim[2] and cy + half <= lim[3]
+        return bool(on_pattern and inside)
+
+    lo, hi = 0.0, max_side / 2
+    if not fits(lo):
         return 0, 0, 0, 0
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    bw = int(min(x1 - x0, max_side))
-    bh = int(min(y1 - y0, max_side))
-    return int(math.ceil(cx - bw / 2)), int(math.ceil(cy - bh / 2)), bw, bh
+    if fits(hi):
+        lo = hi
+    for _ in range(20):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    side = int(2 * lo)
+    return int(math.ceil(cx - lo)), int(math.ceil(cy - lo)), side, side
 
 
 def estimate_psf_from_pattern(
