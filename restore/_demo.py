@@ -40,7 +40,8 @@ class DemoResult:
         PSFs (all channels, measured nodes, every focus setting).
     mtf50_centre_cpp, mtf50_corner_cpp : float
         Green MTF50 (cycles/pixel) of the best-focus calibration at the centre and the
-        mean of the four corners (sagittal and tangential averaged), from the PSF map.
+        mean of the four corners (sagittal and tangential averaged), from the PSF map;
+        0.5 (Nyquist) where the MTF stays above 0.5 up to Nyquist.
     psnr_before_db, psnr_after_db : float
         PSNR of the out-of-focus photo and of its restoration against the sharp scene.
     seconds : float
@@ -190,9 +191,15 @@ def _mtf50_centre_corner(psf_map: calib.PSFMap) -> tuple[float, float]:
     cx, cy = (w - 1) / 2, (h - 1) / 2
     radius = {id(r): np.hypot(r.x_px - cx, r.y_px - cy) for r in records}
     r_min, r_max = min(radius.values()), max(radius.values())
-    centre = [r.mtf50_cpp() for r in records if radius[id(r)] == r_min]
-    corner = [r.mtf50_cpp() for r in records if np.isclose(radius[id(r)], r_max)]
-    return float(np.nanmean(centre)), float(np.nanmean(corner))
+    # An MTF that stays above 0.5 up to Nyquist has no MTF50 on the sensor grid: count
+    # it as Nyquist (0.5 c/p), which the CLI prints as "above Nyquist".
+    def mtf50(r: calib.MTFRecord) -> float:
+        v = r.mtf50_cpp()
+        return 0.5 if np.isnan(v) else v
+
+    centre = [mtf50(r) for r in records if radius[id(r)] == r_min]
+    corner = [mtf50(r) for r in records if np.isclose(radius[id(r)], r_max)]
+    return float(np.mean(centre)), float(np.mean(corner))
 
 
 def _demo_scene(width: int, height: int) -> np.ndarray:
