@@ -1,10 +1,13 @@
 """Restoring photo files: loading, choosing the calibration, writing 16-bit linear TIFFs."""
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,10 +49,51 @@ def output_path(src: Path, out_dir: Path | None) -> Path:
     return folder / f"{src.stem}_restored.tif"
 
 
+@contextmanager
+def _disk_errors(path: Path, nbytes: int) -> Iterator[None]:
+    """A full disk (or quota) becomes one sentence naming the file; the partial file
+    is already gone (``atomic_write`` removes its temporary)."""
+    try:
+        yield
+    except OSError as exc:
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+        if exc.errno is None:
+            # numpy's tofile (used by tifffile) reports a short write without an errno.
+            try:
+                full = shutil.disk_usage(path.parent).free < nbytes
+            except OSError:
+                full = False
+        if full:
+            raise RestoreError(
+                f"no space left to write {path}: nothing was written; free some space or choose another -o folder"
+            ) from None
+        raise
+
+
+def check_outputs(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike | None) -> None:
+    """Refuse a batch in which an output would overwrite one of the inputs, or two
+    photos would be written to the same output (e.g. ``a.tif`` and ``a.tiff``)."""
+    folder = Path(out_dir) if out_dir is not None else None
+    inputs = {Path(p).resolve(): Path(p) for p in paths}
+    seen: dict[Path, Path] = {}
+    for p in paths:
+        out = output_path(Path(p), folder).resolve()
+        if out in inputs:
+            raise RestoreError(
+                f"restoring {p} would overwrite the input photo {inputs[out]}; "
+                "restore into another folder with -o"
+            )
+        if out in seen and seen[out] != Path(p):
+            raise RestoreError(
+                f"{seen[out]} and {p} would both be restored to {out}; restore them into separate folders with -o"
+            )
+        seen[out] = Path(p)
+
+
 def _write_tiff(path: Path, data: np.ndarray, meta: dict[str, Any]) -> None:
     import tifffile
 
-    with atomic_write(path) as tmp:
+    with _disk_errors(path, data.nbytes), atomic_write(path) as tmp:
         tifffile.imwrite(
             tmp,
             data,
@@ -66,7 +110,7 @@ def _write_preview(path: Path, data16: np.ndarray) -> None:
     lin = data16.astype(np.float32) / 65535.0
     srgb = np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * np.power(lin, 1 / 2.4) - 0.055)
     img8 = np.clip(srgb * 255 + 0.5, 0, 255).astype(np.uint8)
-    with atomic_write(path) as tmp:
+    with _disk_errors(path, img8.nbytes // 4), atomic_write(path) as tmp:
         Image.fromarray(img8 if img8.ndim == 2 or img8.shape[2] == 3 else img8[..., 0]).save(tmp, quality=92)
 
 
@@ -185,6 +229,7 @@ def restore_files(
     list of RestoredFile
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    check_outputs(paths, out_dir)
     own_db = not isinstance(db, calib.PSFDatabase)
     database = calib.PSFDatabase.open(db) if own_db else db
     try:

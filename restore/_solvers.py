@@ -75,11 +75,15 @@ class TileProblem:
 
 
 def _blur(x: np.ndarray, otf: np.ndarray) -> np.ndarray:
-    return _fft.irfft2(_fft.rfft2(x) * otf, x.shape)
+    spec = _fft.rfft2(x)
+    spec *= otf
+    return _fft.irfft2(spec, x.shape, overwrite=True)
 
 
-def _blur_adjoint(x: np.ndarray, otf: np.ndarray) -> np.ndarray:
-    return _fft.irfft2(_fft.rfft2(x) * np.conj(otf), x.shape)
+def _blur_adjoint(x: np.ndarray, otf: np.ndarray, otf_conj: np.ndarray | None = None) -> np.ndarray:
+    spec = _fft.rfft2(x)
+    spec *= np.conj(otf) if otf_conj is None else otf_conj
+    return _fft.irfft2(spec, x.shape, overwrite=True)
 
 
 def _mean_h2(otf: np.ndarray) -> float:
@@ -223,9 +227,10 @@ def richardson_lucy(p: TileProblem) -> np.ndarray:
     offset = max(0.0, -float(p.y.min())) + 3.0 * p.sigma + 1e-3
     y = p.y + np.float32(offset)
     w = p.mask
+    otf_c = np.conj(otf)
     norm = None
     if w is not None:
-        norm = _blur_adjoint(w, otf)
+        norm = _blur_adjoint(w, otf, otf_c)
     x = y.copy()
     x_prev = x
     g1 = g2 = None
@@ -248,7 +253,7 @@ def richardson_lucy(p: TileProblem) -> np.ndarray:
             ratio = y / hv
         if w is not None:
             ratio = w * ratio
-        corr = _blur_adjoint(ratio.astype(np.float32), otf)
+        corr = _blur_adjoint(ratio.astype(np.float32, copy=False), otf, otf_c)
         if norm is not None:
             # Deep inside a clipped area no datum constrains x: leave it unchanged there.
             corr = np.where(norm > 0.05, corr / norm, 1.0)

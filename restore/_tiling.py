@@ -122,7 +122,10 @@ def _choose_axis(
         if n > 1 and need < max(2 * overlap + 1, 8):
             break
         fft = _fft.fast_len(need + 2 * guard)
-        ok = (max_core is None or need <= max_core) and (fft <= max_fft or n * overlap >= length)
+        # One tile may be up to twice the usual size: it wastes nothing on overlaps, and
+        # iterative methods pay every wasted sample once per iteration.
+        limit = 2 * max_fft if n == 1 else max_fft
+        ok = (max_core is None or need <= max_core) and (fft <= limit or n * overlap >= length)
         if ok:
             # Widen the core into the spare FFT samples: longer cross-fades, same cost.
             cap = min(fft - 2 * guard, _max_core_without_triple_overlap(length, n), length)

@@ -85,3 +85,71 @@ def test_cli_restores_and_reports_bad_input_in_one_sentence(tmp_path, capsys):
     assert main(["restore", str(tmp_path / "missing.tif"), "--db", str(db)]) == 2
     err = capsys.readouterr().err
     assert "missing.tif" in err and "Traceback" not in err
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 64 KiB tmpfs (a disk too small for any restored photo); skipped where mounting is not permitted."""
+    import shutil
+    import subprocess
+
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command")
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True)
+    if res.returncode != 0:
+        pytest.skip("mounting a small tmpfs is not permitted here")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_a_full_disk_is_one_sentence_and_leaves_nothing_half_written(tmp_path, tiny_disk):
+    db, photo = _db(tmp_path), _photo(tmp_path)  # a 64x96 RGB restore needs 36 KiB: fill the disk first
+    (tiny_disk / "filler").write_bytes(b"\0" * 40 * 1024)
+    with pytest.raises(RestoreError, match=r"no space left to write .*shot_restored\.tif") as exc:
+        restore_files([photo], db=db, out_dir=tiny_disk, log=lambda s: None)
+    assert str(exc.value).count(". ") == 0  # one sentence
+    assert sorted(p.name for p in tiny_disk.iterdir()) == ["filler"]
+
+
+def test_cli_exits_2_on_a_full_disk(tmp_path, tiny_disk, capsys):
+    db, photo = _db(tmp_path), _photo(tmp_path)
+    (tiny_disk / "filler").write_bytes(b"\0" * 40 * 1024)
+    assert main(["restore", str(photo), "--db", str(db), "-o", str(tiny_disk)]) == 2
+    err = capsys.readouterr().err
+    assert "no space left" in err and "Traceback" not in err
+
+
+def test_a_batch_whose_output_would_overwrite_one_of_its_inputs_is_refused(tmp_path):
+    db = _db(tmp_path)
+    first = _photo(tmp_path, "a.tif")
+    second = _photo(tmp_path, "a_restored.tif")  # the output of a.tif
+    before = second.read_bytes()
+    with pytest.raises(RestoreError, match="overwrite the input"):
+        restore_files([first, second], db=db, log=lambda s: None)
+    assert second.read_bytes() == before
+    assert not (tmp_path / "a_restored_restored.tif").exists()
+
+
+def test_two_photos_restored_to_the_same_output_are_refused(tmp_path):
+    db = _db(tmp_path)
+    a, b = _photo(tmp_path, "a.tif"), _photo(tmp_path, "a.tiff")
+    with pytest.raises(RestoreError, match="both be restored"):
+        restore_files([a, b], db=db, out_dir=tmp_path / "o", log=lambda s: None)
+
+
+def test_photos_restore_as_tasks_on_a_local_cluster_like_locally(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    db = _db(tmp_path)
+    photos = [_photo(tmp_path, f"p{i}.tif") for i in range(2)]
+    local = restore_files(photos, db=db, out_dir=tmp_path / "local", log=lambda s: None)
+    lines = []
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as lc:
+        with distributed.Client(lc) as client:
+            remote = restore_files(photos, db=db, out_dir=tmp_path / "remote", scheduler=client, log=lines.append)
+    assert [r.source for r in remote] == photos and len(lines) == 2
+    for a, b in zip(local, remote):
+        assert np.array_equal(tifffile.imread(a.output), tifffile.imread(b.output))
