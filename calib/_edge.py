@@ -26,7 +26,7 @@ from scipy.special import ndtr
 
 from ._errors import CalibError
 from ._imageio import LUMA_WEIGHTS, LinearImage
-from ._records import MTFRecord
+from ._records import MTFRecord, mtf50
 
 __all__ = ["EdgeMTF", "measure_edge", "render_slanted_edge", "true_edge_mtf"]
 
@@ -204,14 +204,6 @@ def true_edge_mtf(freq_cpp: np.ndarray, angle_deg: float, sigma_px: float) -> np
 
 
 # ---------------------------------------------------------------- the measurement
-def _mtf50(freq: np.ndarray, mtf: np.ndarray) -> float:
-    below = np.nonzero(mtf < 0.5)[0]
-    if len(below) == 0 or below[0] == 0:
-        return float("nan")
-    i = below[0]
-    return float(freq[i - 1] + (mtf[i - 1] - 0.5) * (freq[i] - freq[i - 1]) / (mtf[i - 1] - mtf[i]))
-
-
 def _row_centroids(img: np.ndarray, centre: np.ndarray | None, half: float) -> np.ndarray:
     """Centroid (x, pixels) of the windowed row derivative of each row of ``img``."""
     h, w = img.shape
@@ -619,7 +611,7 @@ def measure_edge(
             fl.append(FLAG_SHORT_EDGE) if FLAG_SHORT_EDGE not in fl else None
         names_out.append(ch)
         curves.append(sfr)
-        m50[ch] = _mtf50(freq, sfr)
+        m50[ch] = mtf50(freq, sfr)
         mhalf[ch] = float(np.interp(0.25, freq, sfr))
         contrast[ch] = abs(step_h)
         offsets[ch] = off

@@ -130,10 +130,32 @@ class MTFRecord:
         return np.asarray(self.freq_cpp) * 1000.0 / pixel_pitch_um
 
     def mtf50_cpp(self) -> float:
-        """Frequency where the MTF first falls to 0.5 (linear interpolation), c/p; NaN if never."""
-        f, m = np.asarray(self.freq_cpp, float), np.asarray(self.mtf, float)
-        below = np.nonzero(m < 0.5)[0]
-        if len(below) == 0 or below[0] == 0:
-            return float("nan")
-        i = below[0]
-        return float(f[i - 1] + (m[i - 1] - 0.5) * (f[i] - f[i - 1]) / (m[i - 1] - m[i]))
+        """Frequency where the MTF first falls to 0.5, c/p; NaN if never (see :func:`mtf50`)."""
+        return mtf50(self.freq_cpp, self.mtf)
+
+
+def mtf50(freq_cpp: np.ndarray, mtf: np.ndarray) -> float:
+    """Frequency where an MTF curve first falls below 0.5, by linear interpolation.
+
+    Parameters
+    ----------
+    freq_cpp, mtf : ndarray
+        Increasing frequencies (cycles/pixel) and the modulation at each.
+
+    Returns
+    -------
+    float
+        MTF50 in the units of ``freq_cpp``; NaN when the curve never falls below 0.5
+        (or starts below it).
+
+    Examples
+    --------
+    >>> mtf50(np.array([0.0, 0.2, 0.4]), np.array([1.0, 0.6, 0.4]))
+    0.3
+    """
+    f, m = np.asarray(freq_cpp, float), np.asarray(mtf, float)
+    below = np.nonzero(m < 0.5)[0]
+    if len(below) == 0 or below[0] == 0:
+        return float("nan")
+    i = below[0]
+    return float(f[i - 1] + (m[i - 1] - 0.5) * (f[i] - f[i - 1]) / (m[i - 1] - m[i]))

@@ -52,6 +52,7 @@ import numpy as np
 from targets import atomic_write
 
 from ._db import Calibration, PSFDatabase, describe_focus
+from . import _records
 from ._errors import CalibError
 from ._mtf_psf import psf_mtf
 
@@ -133,15 +134,6 @@ class ReportResult:
 
 
 # -- numbers --------------------------------------------------------------------------------
-
-
-def _mtf50(freq: np.ndarray, mtf: np.ndarray) -> float:
-    """First crossing below 0.5 (linear interpolation); NaN when there is none."""
-    below = np.nonzero(mtf < 0.5)[0]
-    if len(below) == 0 or below[0] == 0:
-        return float("nan")
-    i = below[0]
-    return float(freq[i - 1] + (mtf[i - 1] - 0.5) * (freq[i] - freq[i - 1]) / (mtf[i - 1] - mtf[i]))
 
 
 def _median_inf(values: Sequence[float]) -> float | None:
@@ -232,7 +224,7 @@ def _analyse(cal: Calibration) -> _Analysis:
                     _, m = psf_mtf(pm.psf[ci, i, j], float(orient[i, j, d]), sampling=pm.sampling,
                                    freq_cpp=REPORT_FREQ_CPP)
                     curves[ci, i, j, d] = m
-                    mtf50[ci, i, j, d] = _mtf50(REPORT_FREQ_CPP, m)
+                    mtf50[ci, i, j, d] = _records.mtf50(REPORT_FREQ_CPP, m)
     ref = pm.channels.index("G") if "G" in pm.channels else 0
     height = r / half_diag
     a = _Analysis(cal=cal, centre_xy=centre, height=height, zones=_zones(height), orient=orient,

@@ -10,16 +10,7 @@ import warnings
 import targets
 
 from .. import CalibError, GammaEncodedWarning, load_linear, measure_edge
-
-
-def _roi(text: str) -> tuple[int, int, int, int]:
-    try:
-        parts = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        parts = ()
-    if len(parts) != 4:
-        raise argparse.ArgumentTypeError(f"ROI {text!r} is not X,Y,W,H (four integers)")
-    return parts  # type: ignore[return-value]
+from ._args import roi
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("image", metavar="IMG", help="photo holding the edge (raw, TIFF, PNG, JPEG)")
-    p.add_argument("--roi", type=_roi, metavar="X,Y,W,H", help="region holding one edge (default: whole image)")
+    p.add_argument("--roi", type=roi, metavar="X,Y,W,H", help="region holding one edge (default: whole image)")
     p.add_argument("--channel", metavar="C", help="R, G, B or Y (luminance); default: all")
     p.add_argument("--csv", metavar="OUT.csv", help="write the SFR table here")
     p.add_argument(

@@ -11,16 +11,7 @@ import targets
 
 from .. import CalibError, GammaEncodedWarning, estimate_psf_from_pattern, load_linear
 from .._pattern_register import load_pattern
-
-
-def _roi(text: str) -> tuple[int, int, int, int]:
-    try:
-        parts = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        parts = ()
-    if len(parts) != 4:
-        raise argparse.ArgumentTypeError(f"ROI {text!r} is not X,Y,W,H (four integers)")
-    return parts  # type: ignore[return-value]
+from ._args import roi
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("image", metavar="IMG", help="photo of the pattern (raw, 16-bit TIFF/PNG; 8-bit JPEG with a warning)")
     p.add_argument("--pattern", required=True, metavar="PATTERN.png",
                    help="the printed pattern as an image, one pixel per cell")
-    p.add_argument("--roi", type=_roi, metavar="X,Y,W,H",
+    p.add_argument("--roi", type=roi, metavar="X,Y,W,H",
                    help="region holding the whole pattern with some paper around it (default: whole photo)")
     p.add_argument("--oversample", type=int, default=2, metavar="S",
                    help="PSF samples per sensor pixel (default 2; 1 = sensor grid)")
