@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.ndimage import shift as nd_shift
+from scipy.ndimage import maximum_filter, shift as nd_shift
 
 import targets
 
@@ -52,6 +52,10 @@ class AnalysisResult:
         ``"dots"`` or ``"noise"``.
     notes : tuple of str
         Warnings worth showing (filled nodes, saturated dots ...).
+    lateral_colour_px : ndarray (C, ny, nx, 2) or None
+        Each channel's centroid offset (x, y) from green's at every node, pixels, measured
+        from the dots' centroids per channel (NaN where a node had too few dots; None for
+        the noise chart). Red minus blue is the lateral colour.
     """
 
     psf_map: PSFMap
@@ -61,6 +65,7 @@ class AnalysisResult:
     n_images: int
     method: str
     notes: tuple[str, ...] = field(default=())
+    lateral_colour_px: np.ndarray | None = None
 
     @property
     def key(self) -> CalibrationKey:
@@ -275,10 +280,11 @@ def analyze_images(
         meta = ShotMetadata.from_dict({**meta.to_dict(), "focus_position": int(focus_position)})
     if layout.dots:
         method = "dots"
-        pm, notes = _dots_map(data, sat, channels, gi, layout, reg, grid=grid, oversample=oversample,
+        pm, notes, lateral = _dots_map(data, sat, channels, gi, layout, reg, grid=grid, oversample=oversample,
                               psf_size=psf_size, name=name, progress=progress)
     elif layout.noise:
         method = "noise"
+        lateral = None
         pm, notes = _noise_map(data, sat, channels, gi, layout, reg, grid=grid,
                                oversample=min(oversample or 2, 2), psf_size=psf_size or 15, progress=progress)
     else:
@@ -286,7 +292,7 @@ def analyze_images(
             f"{layout_name} has neither dots nor a noise pattern; analyse a dots, noise or combo chart"
         )
     noise = estimate_noise_model(data if len(imgs) == 1 else first.data, channels)
-    return AnalysisResult(pm, reg, noise, meta, len(imgs), method, tuple(notes))
+    return AnalysisResult(pm, reg, noise, meta, len(imgs), method, tuple(notes), lateral)
 
 
 def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, oversample, psf_size, name, progress):
@@ -298,14 +304,14 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
     if len(pos) == 0:
         raise CalibError(f"no dot of the chart is inside {name}; frame the whole chart")
     green = data[..., gi]
-    # Saturation: count dots with clipped pixels at their centre before doing any work.
+    # Saturation: count dots with clipped pixels near their centre before doing any work.
     ix, iy = np.rint(pos[:, 0]).astype(int), np.rint(pos[:, 1]).astype(int)
-    n_sat = int(sat[iy, ix].any(axis=-1).sum()) if sat.ndim == 3 else int(sat[iy, ix].sum())
+    sat_any = maximum_filter(sat.any(axis=-1) if sat.ndim == 3 else sat, size=5)
+    n_sat = int(sat_any[iy, ix].sum())
+    sat_msg = (f"{n_sat} of {len(pos)} dots are saturated in {name}; use a shorter exposure "
+               "(about half) and shoot again")
     if n_sat > 0.5 * len(pos):
-        raise CalibError(
-            f"{n_sat} of {len(pos)} dots are saturated in {name}; use a shorter exposure "
-            "(about half) and shoot again"
-        )
+        raise CalibError(sat_msg)
     pitch_px = float(np.median(np.hypot(*np.diff(pos, axis=0).T)))
     jac = reg.jacobian(dots_mm)
     if psf_size is None:
@@ -313,12 +319,35 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
     # A sharp PSF needs sub-pixel sampling; a blurred one is band-limited on the sensor grid
     # and a finer grid only adds unknowns.
     s = int(oversample) if oversample is not None else (3 if psf_size <= 15 else 1)
-    reg = 0.003
+    dot_mm = float(layout.dots[0].diameter_mm)
+    dot_r_px = float(np.median(np.linalg.norm(jac, 2, axis=(1, 2)))) * 0.5 * dot_mm
+    reach = psf_size // 2 + int(np.ceil(dot_r_px)) + 2
+    # Markers inside the dots field: a dot whose cut-out reaches one would see its
+    # black and white squares as PSF light, so such dots are left out.
+    marker_mask = _marker_mask(layout, reg, (h, w), grow_px=2)
+    if marker_mask.any():
+        import cv2  # noqa: PLC0415
+
+        dist = cv2.distanceTransform((~marker_mask).astype(np.uint8), cv2.DIST_L2, 5)
+        ixc = np.clip(np.rint(pos[:, 0]).astype(int), 0, w - 1)
+        iyc = np.clip(np.rint(pos[:, 1]).astype(int), 0, h - 1)
+        clear = dist[iyc, ixc] > reach * np.sqrt(2)
+        pos, dots_mm, jac = pos[clear], dots_mm[clear], jac[clear]
+    bad = (sat if sat.ndim == 3 else sat[..., None]) | marker_mask[..., None]
+    # Each channel's dot centroids, measured directly: their offsets from the registered
+    # dot centres give green's centring and the lateral colour at sub-pixel precision,
+    # even where the PSF is narrower than a pixel.
+    offsets = np.full((len(channels), len(pos), 2), np.nan)
+    for c in range(len(channels)):
+        cen_c, ok_c = measure_dot_centroids(data[..., c], pos, half_px=reach)
+        offsets[c, ok_c] = cen_c[ok_c] - pos[ok_c]
+    offsets_ok = np.isfinite(offsets).all(axis=(0, 2))
     xs, ys = _grid_nodes(w, h, grid)
     ny, nx = len(ys), len(xs)
     nc = len(channels)
     psf = np.zeros((nc, ny, nx, psf_size, psf_size), np.float32)
     flags = np.zeros((nc, ny, nx), np.uint8)
+    lateral = np.full((nc, ny, nx, 2), np.nan)
     have = np.zeros((ny, nx), bool)
     notes: list[str] = []
     n_extrap = 0
@@ -326,7 +355,6 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
     # the estimate describes the node even where the PSF changes across the field; nodes
     # beyond the dotted area (frame corners) take the nearest dots, flagged as extrapolated.
     spacing = max(np.diff(xs).max() if nx > 1 else w, np.diff(ys).max() if ny > 1 else h)
-    dot_mm = float(layout.dots[0].diameter_mm)
     n_gather = int(min(len(pos), 40))
     for i, y in enumerate(ys):
         for j, x in enumerate(xs):
@@ -342,45 +370,71 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
             y0 = max(0, int(np.floor(cen[:, 1].min())) - pad)
             x1 = min(w, int(np.ceil(cen[:, 0].max())) + pad + 1)
             y1 = min(h, int(np.ceil(cen[:, 1].max())) + pad + 1)
-
-            def run(c: int, shift: np.ndarray, x0=x0, y0=y0, x1=x1, y1=y1, cen=cen, e=e, wts=wts):
-                return estimate_psf_dots(
-                    data[y0:y1, x0:x1, c], cen - [x0, y0] + shift, dot_ellipse=e, size=psf_size,
-                    oversample=s, mask=sat[y0:y1, x0:x1, c] if sat.ndim == 3 else None,
-                    weights=wts, reg=reg,
-                )
-
+            okn = offsets_ok[near]
+            if okn.sum() >= 3:
+                ww = wts[okn] / wts[okn].sum()
+                node_off = np.einsum("n,cnk->ck", ww, offsets[:, near[okn]])
+                lateral[:, i, j] = node_off - node_off[gi]
+                shift = node_off[gi]
+            else:
+                shift = np.zeros(2)
             try:
-                # Green first, to find its centroid; then every channel is solved with the
-                # dot centres moved by it, so the sensor-grid samples land exactly on
-                # integer offsets from green's centroid (no interpolation of a sharp PSF).
-                g0 = run(gi, np.zeros(2))
-                shift = np.asarray(_centroid(g0.psf_fine, s))
-                ests = [run(c, shift) for c in range(nc)]
+                # Every channel is solved with the dot centres moved by green's centroid,
+                # so the sensor-grid samples land on integer offsets from it (no
+                # interpolation of a sharp PSF) and red and blue keep their offsets.
+                est = estimate_psf_dots(
+                    data[y0:y1, x0:x1], cen - [x0, y0] + shift, dot_ellipse=e, size=psf_size,
+                    oversample=s, mask=bad[y0:y1, x0:x1], weights=wts, reg=0.003, iterations=100,
+                )
             except CalibError:
                 _progress(f"analyze: node ({j},{i}) at ({x:.0f},{y:.0f}): no usable dot, filled", progress)
                 continue
+            psf[:, i, j] = est.psf
             node_flag = 0
-            for c, est in enumerate(ests):
-                psf[c, i, j] = est.psf
-                if est.n_saturated:
-                    node_flag |= FLAG_SATURATED
-                if est.n_dots < 4 or est.snr < 20:
-                    node_flag |= FLAG_NOISY
+            if est.n_saturated:
+                node_flag |= FLAG_SATURATED
+            if est.n_dots < 4 or est.snr < 20:
+                node_flag |= FLAG_NOISY
             if dn[0] > 0.75 * spacing:
                 node_flag |= FLAG_FILLED  # no dot near: extrapolated from the nearest ones
                 n_extrap += 1
             flags[:, i, j] |= node_flag
             have[i, j] = True
-            _progress(f"analyze: node ({j},{i}) at ({x:.0f},{y:.0f}): {len(near)} dots, nearest {dn[0]:.0f} px", progress)
+            _progress(f"analyze: node ({j},{i}) at ({x:.0f},{y:.0f}): {est.n_dots} dots, nearest {dn[0]:.0f} px", progress)
     if n_extrap:
         notes.append(f"{n_extrap} of {have.size} field nodes lie beyond the dots and were extrapolated "
-                     "from the nearest dots (flagged filled); frame the chart to fill the photo")
+                     "from the nearest dots (flagged filled); frame the chart so that it overfills the "
+                     "photo (its inner markers keep it registrable)")
+    if not have.any() and n_sat:
+        raise CalibError(sat_msg)
     if not have.all():
         notes.append(f"{int((~have).sum())} of {have.size} field nodes had no usable dots and were filled")
     _fill_missing(psf, have, flags)
     nodes = np.stack(np.meshgrid(xs, ys, indexing="xy"), axis=-1)
-    return PSFMap(psf, nodes, tuple(channels), (w, h), 1, flags), notes
+    return PSFMap(psf, nodes, tuple(channels), (w, h), 1, flags), notes, lateral
+
+
+def _marker_mask(layout: targets.Layout, reg: Registration, shape: tuple[int, int], *, grow_px: int) -> np.ndarray:
+    """Pixels covered by the chart's markers and their white quiet zones (grown by ``grow_px``)."""
+    import cv2  # noqa: PLC0415
+
+    h, w = shape
+    out = np.zeros((h, w), np.uint8)
+    ms = layout.markers
+    quiet_mm = ms.size_mm / max(ms.modules, 1) * ms.quiet_modules
+    for m in ms.items:
+        sq = np.asarray(m.corners_mm, float)
+        mid = sq.mean(axis=0)
+        half = 0.5 * ms.size_mm
+        sq = mid + (sq - mid) * ((half + quiet_mm) / half)
+        corners = reg.chart_to_image(sq)
+        if (corners[:, 0].max() < -grow_px or corners[:, 1].max() < -grow_px
+                or corners[:, 0].min() > w + grow_px or corners[:, 1].min() > h + grow_px):
+            continue
+        cv2.fillConvexPoly(out, np.rint(corners).astype(np.int32), 1)
+    if grow_px > 0 and out.any():
+        out = cv2.dilate(out, np.ones((2 * grow_px + 1, 2 * grow_px + 1), np.uint8))
+    return out.astype(bool)
 
 
 def _noise_map(data, sat, channels, gi, layout, reg: Registration, *, grid, oversample, psf_size, progress):

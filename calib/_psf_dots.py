@@ -36,9 +36,10 @@ class DotsPSF:
 
     Attributes
     ----------
-    psf : ndarray (k, k), float32
-        System PSF on the sensor grid, sum 1, centred on the registered dot centres.
-    psf_fine : ndarray (k_s, k_s), float32
+    psf : ndarray (k, k) or (C, k, k), float32
+        System PSF on the sensor grid, sum 1, centred on the registered dot centres
+        (one per channel when the image had channels).
+    psf_fine : ndarray (k_s, k_s) or (C, k_s, k_s), float32
         The same at ``oversample`` samples per pixel, sum 1.
     oversample : int
     n_dots : int
@@ -48,7 +49,7 @@ class DotsPSF:
     n_noisy : int
         Dots skipped for a low signal-to-noise ratio.
     snr : float
-        Median integrated signal-to-noise ratio of the dots used.
+        Median integrated signal-to-noise ratio of the dots used (weakest channel).
     """
 
     psf: np.ndarray
@@ -114,8 +115,9 @@ def estimate_psf_dots(
 
     Parameters
     ----------
-    image : ndarray (h, w)
-        Linear photo crop (one channel). Dots may be bright on dark or dark on bright.
+    image : ndarray (h, w) or (h, w, C)
+        Linear photo crop, one channel or several sharing the dot geometry (solved
+        together: one system matrix). Dots may be bright on dark or dark on bright.
     centres_xy : ndarray (n, 2)
         Dot centres (x, y) in crop pixel coordinates (origin: top-left pixel centre),
         from the registration (the green channel's geometry for every channel, so
@@ -129,7 +131,7 @@ def estimate_psf_dots(
         Fine samples per pixel for the shift-and-add (2 to 4).
     saturation_level : float or None, keyword-only
         Pixels at or above this value are clipped; dots containing any are skipped.
-    mask : ndarray (h, w) of bool, optional, keyword-only
+    mask : ndarray (h, w) or (h, w, C) of bool, optional, keyword-only
         True where pixels are known bad (saturated); such dots are skipped.
     min_snr : float, keyword-only
         Dots whose summed signal is below ``min_snr`` times the noise of the pixels it is
@@ -157,6 +159,13 @@ def estimate_psf_dots(
     if s < 1:
         raise CalibError(f"oversample {oversample} must be a positive integer")
     image = np.asarray(image, dtype=np.float64)
+    multi = image.ndim == 3
+    img3 = image if multi else image[..., None]
+    nc = img3.shape[2]
+    mask3 = None
+    if mask is not None:
+        mask3 = np.asarray(mask, bool)
+        mask3 = mask3 if mask3.ndim == 3 else np.repeat(mask3[..., None], nc, axis=2)
     centres = np.atleast_2d(np.asarray(centres_xy, dtype=np.float64))
     ell = (
         np.eye(2) * (0.5 * float(dot_ellipse))
@@ -165,11 +174,12 @@ def estimate_psf_dots(
     )
     dot_r = float(np.linalg.norm(ell, 2))
     r = size // 2
-    h, w = image.shape
+    h, w = img3.shape[:2]
     support = r + dot_r + 1.0  # beyond this a dot's light is negligible by construction
     half = int(np.ceil(support)) + 1
     yy, xx = np.mgrid[-half:half + 1, -half:half + 1]
-    bg_plane, bg_sigma = _background_plane(image, centres, support, mask)
+    planes = [_background_plane(img3[..., c], centres, support, None if mask3 is None else mask3[..., c])
+              for c in range(nc)]
     n_sat = n_noisy = 0
     dot_w = np.ones(len(centres)) if weights is None else np.asarray(weights, dtype=np.float64)
     used, sigs, offs, amps, snrs, wts = [], [], [], [], [], []
@@ -177,35 +187,39 @@ def estimate_psf_dots(
         ix, iy = int(round(cx)), int(round(cy))
         if ix - half < 0 or iy - half < 0 or ix + half >= w or iy + half >= h:
             continue
-        win = image[iy - half:iy + half + 1, ix - half:ix + half + 1]
+        win = img3[iy - half:iy + half + 1, ix - half:ix + half + 1]
         if (saturation_level is not None and win.max() >= saturation_level) or (
-            mask is not None and mask[iy - half:iy + half + 1, ix - half:ix + half + 1].any()
+            mask3 is not None and mask3[iy - half:iy + half + 1, ix - half:ix + half + 1].any()
         ):
             n_sat += 1
             continue
         tx, ty = ix + xx - cx, iy + yy - cy
-        if bg_plane is not None:
-            bg = bg_plane[0] + bg_plane[1] * (ix + xx) + bg_plane[2] * (iy + yy)
-            sigma = bg_sigma
-        else:  # dots too dense for a shared background: use each dot's outer ring
-            ring = np.hypot(tx, ty) > support
-            bg = float(np.median(win[ring]))
-            sigma = 1.4826 * float(np.median(np.abs(win[ring] - bg))) + 1e-12
-        sig = win - bg
         inner = np.hypot(tx, ty) <= support
-        if sig[inner].sum() < 0:  # dark dot on a bright background
-            sig = -sig
-        # Integrated signal against the noise of the pixels it spreads over: a blurred dot
-        # has a low peak but its light is all there.
-        snr = float(sig[inner].sum()) / (max(sigma, 1e-12) * np.sqrt(inner.sum()))
-        if snr < min_snr:
+        sig = np.empty((int(inner.sum()), nc))
+        snr = np.empty(nc)
+        for c in range(nc):
+            coef, sigma = planes[c]
+            if coef is not None:
+                bg = coef[0] + coef[1] * (ix + xx) + coef[2] * (iy + yy)
+            else:  # dots too dense for a shared background: use each dot's outer ring
+                ring = ~inner
+                bg = float(np.median(win[..., c][ring]))
+                sigma = 1.4826 * float(np.median(np.abs(win[..., c][ring] - bg))) + 1e-12
+            sc = (win[..., c] - bg)[inner]
+            if sc.sum() < 0:  # dark dot on a bright background
+                sc = -sc
+            sig[:, c] = sc
+            # Integrated signal against the noise of the pixels it spreads over: a blurred
+            # dot has a low peak but its light is all there.
+            snr[c] = float(sc.sum()) / (max(sigma, 1e-12) * np.sqrt(inner.sum()))
+        if snr.min() < min_snr:
             n_noisy += 1
             continue
         snrs.append(snr)
         used.append((cx, cy))
-        sigs.append(sig[inner])
+        sigs.append(sig)
         offs.append(np.stack([tx[inner], ty[inner]], axis=1))
-        amps.append(float(sig[inner].sum()))
+        amps.append(sig.sum(0))
         wts.append(np.full(int(inner.sum()), np.sqrt(max(float(wd), 0.0))))
     if not sigs:
         raise CalibError(
@@ -214,16 +228,16 @@ def estimate_psf_dots(
             + ("use a shorter exposure" if n_sat >= n_noisy else "use a longer exposure or more light")
         )
     # Each dot's sum is noisy; illumination varies slowly, so share a plane fitted to them.
-    amp = _smooth_amplitudes(np.asarray(used), np.asarray(amps))
-    ts = offs
-    vs = [sg / a for sg, a in zip(sigs, amp)]
-    t = np.concatenate(ts)
+    amps_a = np.asarray(amps)
+    amp = np.stack([_smooth_amplitudes(np.asarray(used), amps_a[:, c]) for c in range(nc)], axis=1)
+    t = np.concatenate(offs)
     sw = np.concatenate(wts)
-    v = np.concatenate(vs) * sw
+    v = np.concatenate([sg / a for sg, a in zip(sigs, amp)]) * sw[:, None]
 
     # One regularised, non-negative least-squares solve for p on the fine grid: each
-    # sample is the dot shape convolved with p (piecewise bilinear between fine nodes),
-    # evaluated at the sample's offset from its dot centre.
+    # sample is the dot shape convolved with p (box basis per fine cell), evaluated at
+    # the sample's offset from its dot centre. The geometry is the same for every
+    # channel, so one system matrix (and one factorisation) serves them all.
     big = r * s
     n = 2 * big + 1
     table, tstep, treach = _dot_tent_table(ell, s)
@@ -247,23 +261,27 @@ def estimate_psf_dots(
     scale = float(ata.diagonal().mean())
     grad = _grad_op(n)
     hmat = (ata + (reg * scale) * (grad.T @ grad) + (1e-8 * scale) * sp.identity(n * n)).tocsc()
-    rhs = amat.T @ v
-    x = spla.spsolve(hmat, rhs)
+    rhs = np.asarray(amat.T @ v)
+    x = spla.splu(hmat).solve(rhs)
     x = _nonneg_fista(hmat.tocsr(), rhs, x, iterations)
-    p = x.reshape(n, n)
-    if p.sum() <= 0:
-        raise CalibError("the dots in this region show no PSF; check the registration and the chart layout")
-    fine = p / p.sum()
-    coarse = fine[::s, ::s]
-    coarse = coarse / coarse.sum()
+    coarse_all, fine_all = [], []
+    for c in range(nc):
+        p = x[:, c].reshape(n, n)
+        if p.sum() <= 0:
+            raise CalibError("the dots in this region show no PSF; check the registration and the chart layout")
+        fine = p / p.sum()
+        coarse = fine[::s, ::s]
+        fine_all.append(fine)
+        coarse_all.append(coarse / coarse.sum())
+    pick = (lambda a: np.stack(a)) if multi else (lambda a: a[0])
     return DotsPSF(
-        psf=coarse.astype(np.float32),
-        psf_fine=fine.astype(np.float32),
+        psf=pick(coarse_all).astype(np.float32),
+        psf_fine=pick(fine_all).astype(np.float32),
         oversample=s,
         n_dots=len(sigs),
         n_saturated=n_sat,
         n_noisy=n_noisy,
-        snr=float(np.median(snrs)),
+        snr=float(np.median(np.min(snrs, axis=1))),
     )
 
 
@@ -342,12 +360,14 @@ def _dot_tent_table(ellipse: np.ndarray, s: int) -> tuple[np.ndarray, float, flo
 
 def _nonneg_fista(hmat, rhs: np.ndarray, x0: np.ndarray, iterations: int) -> np.ndarray:
     """Minimise 1/2 x^T H x - rhs^T x subject to x >= 0, from ``x0`` (accelerated projection)."""
+    x = np.clip(x0, 0, None)
+    if np.all(x0 >= 0):  # the unconstrained optimum is feasible: it is the answer
+        return x
     v = np.random.default_rng(0).standard_normal(len(rhs))
     for _ in range(30):
         v = hmat @ v
         v /= np.linalg.norm(v)
     lip = float(v @ (hmat @ v)) * 1.05
-    x = np.clip(x0, 0, None)
     y, t = x.copy(), 1.0
     for _ in range(iterations):
         x_new = np.clip(y - (hmat @ y - rhs) / lip, 0, None)
