@@ -63,9 +63,12 @@ class RadialDistortion:
         rq = np.sqrt((d**2).sum(-1, keepdims=True)) / self.norm_radius_px
         r = rq.copy()
         for _ in range(8):
-            f = r * (1 + self.k1 * r**2 + self.k2 * r**4) - rq
-            df = 1 + 3 * self.k1 * r**2 + 5 * self.k2 * r**4
-            r = r - f / df
+            r2 = r * r
+            f = r * (1 + self.k1 * r2 + self.k2 * r2 * r2) - rq
+            step = f / (1 + 3 * self.k1 * r2 + 5 * self.k2 * r2 * r2)
+            r -= step
+            if not np.any(np.abs(step) > 1e-13):  # Newton has converged (quadratically)
+                break
         scale = np.where(rq > 0, r / np.where(rq > 0, rq, 1), 1.0)
         return (self.centre_x_px, self.centre_y_px) + d * scale
 
