@@ -155,3 +155,14 @@ def test_psf_map_nodes_span_the_frame_and_centre_green_on_its_centroid():
             c = psf_centroid_px(pmap.psf[1, i, j], oversample=5)
             assert math.hypot(c.x_px, c.y_px) < 0.02
     assert np.allclose(pmap.psf.sum(axis=(-1, -2)), 1.0, atol=1e-5)
+
+
+def test_psfs_computed_in_a_parallel_batch_equal_those_computed_one_by_one():
+    batch = SimulatedCamera("soft-zoom", TINY)
+    single = SimulatedCamera("soft-zoom", TINY)
+    focus = batch.best_focus_position(DIST) + 6
+    points = [(x, y, c) for x, y in ((0.0, 0.0), (120.0, 80.0), (239.0, 40.0), (60.0, 159.0)) for c in "RGB"]
+    batch._psf_many([(x, y, "RGB".index(c), focus, DIST, 3, None) for x, y, c in points])
+    for x, y, c in points:
+        kw = dict(focus_position=focus, object_distance_m=DIST, model="pupil", oversample=3)
+        assert np.array_equal(batch.true_psf(x, y, c, **kw), single.true_psf(x, y, c, **kw))
