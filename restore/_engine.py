@@ -321,13 +321,13 @@ def _solve_closed_form(
 ) -> np.ndarray:
     """All channels of an interleaved tile through one forward and one inverse
     transform, with one multiply by the tile's (cached) filter in between."""
-    spec = _fft.rfft2(tile, axes=(0, 1))
+    spec = _fft.rfft2_planar(tile)
     spec *= _closed_form_filter(job, closed, i, j, sigmas)
-    return _fft.irfft2(spec, job.layout.fft_shape, axes=(0, 1), overwrite=True)
+    return _fft.irfft2_interleaved(spec, job.layout.fft_shape)
 
 
 def _closed_form_filter(job: _Job, closed: ClosedForm, i: int, j: int, sigmas: list[float]) -> np.ndarray:
-    """The (fy, fx // 2 + 1, C) complex64 filter of tile (i, j), from the cache when possible."""
+    """The (C, fy, fx // 2 + 1) complex64 filter of tile (i, j), from the cache when possible."""
     shape = job.layout.fft_shape
     # The weights need no OTF (Parseval), so a cached filter costs no transform at all.
     weights = tuple(
@@ -340,9 +340,9 @@ def _closed_form_filter(job: _Job, closed: ClosedForm, i: int, j: int, sigmas: l
     key = ("filter", job.method, psf_keys, shape, weights)
     filt = _fft.OTF_CACHE.get(key)
     if filt is None:
-        # All channels in one interleaved stack: batched transforms, no strided writes.
+        # All channels in one planar stack: batched transforms, contiguous passes.
         otf = _fft.psf2otf(np.stack(job.psfs[i][j]), shape)
-        filt = _fft.inverse_filter(otf, closed.prior(shape), np.array(weights, np.float32), channels_last=True)
+        filt = _fft.inverse_filter(otf, closed.prior(shape), np.array(weights, np.float32))
         _fft.OTF_CACHE.put(key, filt, job.group)
     return filt
 

@@ -63,6 +63,31 @@ def rfft2(x: np.ndarray, *, axes: tuple[int, int] = (-2, -1), workers: int | Non
     return sfft.rfft2(x, axes=axes, workers=_workers(workers))
 
 
+def rfft2_planar(tile: np.ndarray, *, workers: int | None = None) -> np.ndarray:
+    """Spectrum of an interleaved (h, w, C) tile, returned planar: (C, h, w // 2 + 1).
+
+    Planar spectra multiply with planar filters over contiguous memory; the
+    transform writes them through a strided view at no extra cost.
+    """
+    h, w, c = tile.shape
+    spec = np.empty((c, h, w // 2 + 1), np.complex64)
+    if _ducc is not None:
+        _ducc.r2c(np.asarray(tile, np.float32), axes=(0, 1), nthreads=_workers(workers), out=spec.transpose(1, 2, 0))
+    else:
+        spec[...] = sfft.rfft2(np.asarray(tile, np.float32), axes=(0, 1), workers=_workers(workers)).transpose(2, 0, 1)
+    return spec
+
+
+def irfft2_interleaved(spec: np.ndarray, shape: tuple[int, int], *, workers: int | None = None) -> np.ndarray:
+    """Inverse of :func:`rfft2_planar`: an interleaved (h, w, C) float32 tile (``spec`` is overwritten)."""
+    view = spec.transpose(1, 2, 0)
+    if _ducc is not None:
+        out = np.empty((*shape, spec.shape[0]), np.float32)
+        return _ducc.c2r(view, axes=(0, 1), lastsize=int(shape[1]), forward=False, inorm=2,
+                         nthreads=_workers(workers), out=out, allow_overwriting_input=True)
+    return sfft.irfft2(view, s=shape, axes=(0, 1), workers=_workers(workers)).astype(np.float32, copy=False)
+
+
 def irfft2(
     spec: np.ndarray,
     shape: tuple[int, int],

@@ -235,38 +235,49 @@ def richardson_lucy(p: TileProblem) -> np.ndarray:
     x_prev = x
     g1 = g2 = None
     sig2 = p.sigma * p.sigma
+    # In-place float32 passes throughout: per iteration the two transforms pairs
+    # should dominate, not temporaries.
     for it in range(n_iter):
+        alpha = 0.0
         if g1 is not None and g2 is not None:
-            alpha = float(np.vdot(g1, g2) / max(float(np.vdot(g2, g2)), _EPS))
+            alpha = float(np.vdot(g1, g2)) / max(float(np.vdot(g2, g2)), _EPS)
             alpha = min(max(alpha, 0.0), 0.95)
+        if alpha > 0:
+            v = x - x_prev
+            v *= np.float32(alpha)
+            v += x
+            np.maximum(v, 1e-6, out=v)
         else:
-            alpha = 0.0
-        v = np.maximum(x + alpha * (x - x_prev), 1e-6) if alpha > 0 else x
-        hv = np.maximum(_blur(v, otf), 1e-6)
-        resid = y - hv
+            v = x
+        hv = _blur(v, otf)
+        np.maximum(hv, 1e-6, out=hv)
+        resid = None
+        if damp_t > 0 or use_discrepancy:
+            resid = y - hv
         if damp_t > 0:
             u = np.minimum((resid / damp_t) ** 2, 1.0)
             # White (1994): smooth switch from 0 (residual at noise level) to 1.
             d = u**9 * (10.0 - 9.0 * u)
             ratio = 1.0 + d * resid / hv
         else:
-            ratio = y / hv
+            ratio = np.divide(y, hv, out=hv)
         if w is not None:
-            ratio = w * ratio
+            ratio *= w
         corr = _blur_adjoint(ratio.astype(np.float32, copy=False), otf, otf_c)
         if norm is not None:
             # Deep inside a clipped area no datum constrains x: leave it unchanged there.
-            corr = np.where(norm > 0.05, corr / norm, 1.0)
-        x_new = (v * corr).astype(np.float32)
+            corr = np.where(norm > 0.05, corr / norm, 1.0).astype(np.float32)
+        x_new = corr
+        x_new *= v
         np.maximum(x_new, 1e-6, out=x_new)
         g2, g1 = g1, x_new - v
         x_prev, x = x, x_new
-        change = float(np.linalg.norm(g1) / max(float(np.linalg.norm(x)), _EPS))
+        change = (float(np.vdot(g1, g1)) / max(float(np.vdot(x, x)), _EPS)) ** 0.5
         if change < tol:
             break
         if use_discrepancy:
             r = resid if w is None else resid * w
-            if float(np.mean(r * r)) <= sig2:
+            if float(np.vdot(r, r)) / r.size <= sig2:
                 break
     return x - np.float32(offset)
 
