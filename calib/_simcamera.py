@@ -49,6 +49,10 @@ class SimCamera(CameraBase):
         Seeds the sensor noise, so sessions are reproducible.
     model : SimulatedCamera, optional
         A ready model (``lens_profile``, ``sensor`` and ``seed`` are then ignored).
+    fill : float
+        Framing: the chart page's image spans this fraction of the frame's limiting
+        side. The default overfills the frame as a calibration should, so that dots
+        reach the corners while the markers inside the chart's field stay visible.
 
     Examples
     --------
@@ -59,13 +63,17 @@ class SimCamera(CameraBase):
     """
 
     def __init__(self, *, lens_profile: str = "sharp-prime", sensor: Any = "small",
-                 object_distance_m: float = 2.0, seed: int = 1, model: Any = None) -> None:
+                 object_distance_m: float = 2.0, seed: int = 1, model: Any = None,
+                 fill: float = 1.3) -> None:
         if model is None:
             from ._sim import SimulatedCamera  # heavy: only when a simulator is opened
 
             model = SimulatedCamera(lens_profile, sensor, seed=seed)
         if object_distance_m <= 0:
             raise CalibError(f"chart distance {object_distance_m} m must be positive")
+        if fill <= 0:
+            raise CalibError(f"chart framing fill {fill} must be positive")
+        self.fill = float(fill)
         self.model = model
         self.object_distance_m = float(object_distance_m)
         self._scene: Any = None
@@ -162,6 +170,7 @@ class SimCamera(CameraBase):
         shot = self.model.shoot(
             scene, focus_position=self._focus, object_distance_m=self.object_distance_m,
             exposure_s=_seconds(self._values["shutter"]), iso=float(self._values["iso"]),
+            fill=self.fill,
         )
         self._shots += 1
         path = Path(folder) / f"{prefix}SIM_{self._shots:04d}.TIF"
