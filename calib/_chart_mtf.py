@@ -531,8 +531,8 @@ def measure_chart_mtf(
                                  centre=centre, measure=measure)
 
         n_workers = max(1, int(workers if workers is not None else min(4, os.cpu_count() or 1)))
-        # The edges are independent and numpy releases the GIL in the FFTs and
-        # exponentials that dominate, so threads share the work without copying the image.
+        # The edges are independent and numpy releases the GIL in most of the array work,
+        # so threads share it without copying the image.
         with ThreadPoolExecutor(n_workers) as pool:
             for e in pool.map(run, jobs):
                 edges.append(e)

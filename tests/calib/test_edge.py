@@ -6,7 +6,7 @@ import pytest
 from scipy.optimize import brentq
 
 from calib import CalibError, EdgeMTF, MTFRecord, measure_edge
-from calib._edge import render_slanted_edge, true_edge_mtf
+from calib._edge import _binning_transfer, render_slanted_edge, true_edge_mtf
 
 
 def _sigma_for_mtf50(mtf50: float, angle: float) -> float:
@@ -69,6 +69,28 @@ def test_rgb_gives_each_channel_and_luminance(rng):
     img, _ = _case(rng, 10.0, 0.3, noise=0.0)
     res = measure_edge(np.stack([img, img, img], axis=2))
     assert res.channels == ("R", "G", "B", "Y") and res.mtf.shape == (4, len(res.freq_cpp))
+
+
+def test_channel_list_measures_those_channels_like_single_calls(rng):
+    img, _ = _case(rng, 10.0, 0.3)
+    rgb = np.stack([img, img * 0.9, img * 0.8], axis=2)
+    both = measure_edge(rgb, channel=("B", "R"))
+    assert both.channels == ("B", "R")
+    for ch in both.channels:
+        assert both.mtf50_cpp[ch] == pytest.approx(measure_edge(rgb, channel=ch).mtf50_cpp[ch], rel=1e-9)
+
+
+def test_unknown_channel_in_a_list_is_refused(rng):
+    img, _ = _case(rng, 10.0, 0.3, noise=0.0)
+    with pytest.raises(CalibError, match="no channel 'Q'"):
+        measure_edge(np.stack([img] * 3, axis=2), channel=("R", "Q"))
+
+
+def test_histogrammed_binning_transfer_matches_the_direct_sum(rng):
+    phase = rng.uniform(-0.125, 0.125, 20000) + rng.normal(0, 0.01, 20000)
+    f = np.linspace(0.0, 1.0, 101)
+    direct = np.abs(np.exp(-2j * np.pi * np.outer(f, phase)).mean(axis=1))
+    assert np.abs(_binning_transfer(phase, f) - direct).max() < 1e-5
 
 
 def test_low_contrast_edge_is_flagged(rng):
