@@ -10,25 +10,30 @@ What the numbers mean (the summary table and the embedded JSON use these definit
 * **MTF50**: the first frequency where the MTF drops below 0.5, linearly
   interpolated; when it never drops below 0.5 up to Nyquist it is "above Nyquist"
   (JSON ``null``, a node counted as +infinity in medians).
-* **Zones** (normalised field height ``h`` = distance from the centre over the
-  half-diagonal ``hypot(w - 1, h - 1) / 2``): *centre* = the node(s) nearest the centre;
-  *corners* = the four corner nodes of the grid; *mid-field* = the remaining nodes whose
-  ``h`` is nearest 0.5 (all within 0.02 of the nearest). A zone's MTF50 is the median
-  over its nodes, G channel (or the only channel).
-* **Edge / stripe MTF50**: median of :meth:`MTFRecord.mtf50_cpp` over the G-channel
-  records of that method without flags (finite values only).
+* **Zones** (:func:`calib._through_focus.zone_nodes`, the same for the table and through
+  focus; normalised field height ``h`` = distance from the centre over the half-diagonal
+  ``hypot(w - 1, h - 1) / 2``): *centre* = the node(s) nearest the centre; *corners* =
+  the four corner nodes of the grid; *mid-field* = the remaining nodes whose ``h`` is
+  nearest 0.5 (all within 0.02 of the nearest). A zone's MTF50 in the table is the
+  median over its nodes, G channel (or the only channel).
+* **Edge / stripe MTF50**: median of the MTF50 (:func:`calib._records.mtf50`, finite
+  values only) over the G-channel curves of that method without flags: an edge record
+  is one curve; stripe records (one grating frequency each, plus harmonics) of one
+  field cell (3 x 5 cells) and orientation are joined into one curve first
+  (:func:`calib._through_focus.measured_curves`). The count is the records used.
 * **Lateral colour**: per node the PSF centroid of each channel in pixels; the R-B
   shift is ``|centroid_R - centroid_B|``; the table gives its maximum over nodes.
 * **Flagged nodes**: nodes with any quality flag, summed over channels.
-* **Through focus**: calibrations sharing camera, lens, focal length and f-number form
-  a series; the focus axis is the focus-drive position (or, when positions are
-  missing, the focus distance in diopters). Plotted: the MTF50 averaged over sagittal
-  and tangential (above Nyquist counted as Nyquist, 0.5 c/p), zone median. Best focus
-  uses a measure that does not saturate near focus: the *sharpness*, the mean of the
-  MTF from 0 to Nyquist averaged over sagittal and tangential; best focus = vertex of
-  the parabola through the sharpest focus setting and its two neighbours (that setting
-  itself at either end of the range, which is then only a bound). Per node (G) this
-  is the best-focus map; per channel at the centre it shows longitudinal colour.
+* **Through focus**: :func:`calib.through_focus` (method ``"psf"``, metric
+  ``"mean_mtf"``) of every group of 3 or more calibrations sharing camera, lens, focal
+  length and f-number; the focus axis is the focus-drive position (or, when positions
+  are missing, the focus distance in diopters). Zone values are means over the zone's
+  nodes of the mean over sagittal and tangential. Plotted: MTF50 (at or above Nyquist
+  shown at 0.5 c/p) and the mean MTF from 0 to Nyquist, which does not saturate near
+  focus; best focus is the peak of the mean MTF (Gaussian fit round the sharpest
+  setting). Where the peak lies outside the swept range, the sharpest (end) setting
+  is given instead, as a bound (``best_focus_is_bound``). Per node (G) this is the
+  best-focus map; per channel at the centre it shows longitudinal colour.
 * **PSF vs edge**: for every G/R/B edge record, the MTF of the PSF of the nearest node
   in the same channel along the edge's orientation, at the edge's frequencies up to
   Nyquist/2 (0.25 c/p); the figure is ``max |MTF_psf - MTF_edge|``.
@@ -55,6 +60,7 @@ from ._db import Calibration, PSFDatabase, describe_focus
 from . import _records
 from ._errors import CalibError
 from ._mtf_psf import psf_mtf
+from . import _through_focus as _tf
 
 #: Frequencies (cycles/pixel) at which the report samples PSF-derived MTFs.
 REPORT_FREQ_CPP = np.round(np.linspace(0.0, 0.5, 101), 6)
@@ -67,8 +73,8 @@ SECTIONS = (
     "summary", "psf-montage", "mtf-curves", "mtf50-maps", "through-focus",
     "lateral-colour", "distortion", "psf-vs-edge", "restored", "truth",
 )
-_ZONES = ("centre", "mid-field", "corners")
-_ZONE_KEYS = {"centre": "centre", "mid-field": "mid", "corners": "corner"}
+#: Display names of the zones of :func:`calib._through_focus.zone_nodes`.
+_ZONE_NAMES = {"centre": "centre", "mid": "mid-field", "corner": "corners"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -168,7 +174,7 @@ class _Analysis:
     cal: Calibration
     centre_xy: tuple[float, float]
     height: np.ndarray  # (ny, nx) normalised field height
-    zones: dict[str, list[tuple[int, int]]]
+    zones: dict[str, tuple[tuple[int, int], ...]]  # zone_nodes() of the PSF grid
     orient: np.ndarray  # (ny, nx, 2): sagittal, tangential frequency directions, degrees
     curves: np.ndarray  # (C, ny, nx, 2, F) PSF MTF, sagittal/tangential
     mtf50: np.ndarray  # (C, ny, nx, 2)
@@ -176,21 +182,6 @@ class _Analysis:
     ref: int  # index of the reference channel (G or the only one)
     edge_rows: list[dict[str, Any]]
     row: dict[str, Any] = field(default_factory=dict)
-
-
-def _zones(height: np.ndarray) -> dict[str, list[tuple[int, int]]]:
-    ny, nx = height.shape
-    flat = [(i, j) for i in range(ny) for j in range(nx)]
-    hmin = height.min()
-    centre = [(i, j) for i, j in flat if height[i, j] <= hmin + 1e-9]
-    corners = sorted({(0, 0), (0, nx - 1), (ny - 1, 0), (ny - 1, nx - 1)})
-    rest = [n for n in flat if n not in centre and n not in corners]
-    if rest:
-        best = min(abs(height[n] - 0.5) for n in rest)
-        mid = [n for n in rest if abs(height[n] - 0.5) <= best + 0.02]
-    else:
-        mid = []
-    return {"centre": centre, "mid-field": mid, "corners": corners}
 
 
 def _centroids(psf: np.ndarray, sampling: int) -> np.ndarray:
@@ -208,7 +199,6 @@ def _analyse(cal: Calibration) -> _Analysis:
     pm = cal.psf_map
     w, h = pm.image_size
     centre = ((w - 1) / 2.0, (h - 1) / 2.0)
-    half_diag = math.hypot(w - 1, h - 1) / 2.0 or 1.0
     dx = pm.nodes_xy[..., 0] - centre[0]
     dy = pm.nodes_xy[..., 1] - centre[1]
     r = np.hypot(dx, dy)
@@ -226,8 +216,9 @@ def _analyse(cal: Calibration) -> _Analysis:
                     curves[ci, i, j, d] = m
                     mtf50[ci, i, j, d] = _records.mtf50(REPORT_FREQ_CPP, m)
     ref = pm.channels.index("G") if "G" in pm.channels else 0
-    height = r / half_diag
-    a = _Analysis(cal=cal, centre_xy=centre, height=height, zones=_zones(height), orient=orient,
+    height = _tf.field_height(pm.nodes_xy, pm.image_size)
+    a = _Analysis(cal=cal, centre_xy=centre, height=height, zones=_tf.zone_nodes(pm.nodes_xy, pm.image_size),
+                  orient=orient,
                   curves=curves, mtf50=mtf50, centroid_px=_centroids(pm.psf, pm.sampling), ref=ref,
                   edge_rows=_edge_agreement(cal, height))
     a.row = _summary_row(a)
@@ -259,10 +250,16 @@ def _edge_agreement(cal: Calibration, height: np.ndarray) -> list[dict[str, Any]
 
 
 def _measured_mtf50(cal: Calibration, method: str, channel: str) -> tuple[float | None, int]:
-    vals = [r.mtf50_cpp() for r in cal.mtf
-            if r.method == method and r.channel == channel and not r.flags]
-    vals = [v for v in vals if math.isfinite(v)]
-    return (float(statistics.median(vals)) if vals else None), len(vals)
+    """Median MTF50 over the unflagged curves of one method and channel (finite values only)
+    and how many records those curves hold. A stripe patch is one frequency, so the patches
+    of one field cell and orientation are joined into a curve first (``measured_curves``)."""
+    vals, n = [], 0
+    for c in _tf.measured_curves(cal.mtf, method, image_size=cal.psf_map.image_size):
+        v = _records.mtf50(c.freq_cpp, c.mtf)
+        if c.channel == channel and math.isfinite(v):
+            vals.append(v)
+            n += c.n_records
+    return (float(statistics.median(vals)) if vals else None), n
 
 
 def _distortion(metadata: dict[str, Any]) -> dict[str, Any] | None:
@@ -274,9 +271,8 @@ def _summary_row(a: _Analysis) -> dict[str, Any]:
     cal, pm = a.cal, a.cal.psf_map
     ref_name = pm.channels[a.ref]
     zones = {}
-    for zone, key in _ZONE_KEYS.items():
-        nodes = a.zones[zone]
-        zones[key] = {
+    for zone, nodes in a.zones.items():
+        zones[zone] = {
             direction: _median_inf([a.mtf50[a.ref, i, j, d] for i, j in nodes]) if nodes else None
             for d, direction in enumerate(("sagittal", "tangential"))
         }
@@ -322,77 +318,42 @@ def _summary_row(a: _Analysis) -> dict[str, Any]:
 # -- through focus ------------------------------------------------------------------------------
 
 
-def _parabola_peak(z: np.ndarray, v: np.ndarray) -> float:
-    k = int(np.argmax(v))
-    if k == 0 or k == len(v) - 1:
-        return float(z[k])
-    zz, vv = z[k - 1:k + 2], v[k - 1:k + 2]
-    a, b, _ = np.polyfit(zz - zz[1], vv, 2)
-    if a >= 0:
-        return float(z[k])
-    return float(np.clip(zz[1] - b / (2 * a), zz[0], zz[2]))
-
-
-def _series(analyses: list[_Analysis]) -> list[dict[str, Any]]:
+def _series(analyses: list[_Analysis]) -> list[tuple[dict[str, Any], _tf.ThroughFocus]]:
+    """Through focus of every lens setting with at least 3 focus settings: its JSON entry and
+    the :func:`calib.through_focus` result it is made of (PSF maps, mean-MTF peak)."""
     groups: dict[tuple, list[_Analysis]] = {}
     for a in analyses:
         k = a.cal.key
         groups.setdefault((k.camera, k.lens, k.focal_length_mm, k.f_number), []).append(a)
     out = []
     for (camera, lens, focal, fnum), members in groups.items():
-        if len(members) < 2:
+        if len(members) < 3:
             continue
-        keys = [m.cal.key for m in members]
-        if all(k.focus_position is not None for k in keys):
-            z = np.array([k.focus_position for k in keys], float)
-            axis, label = "focus_position", "focus-drive position (steps)"
-        elif all(k.focus_distance_m is not None for k in keys):
-            z = np.array([0.0 if math.isinf(k.focus_distance_m) else 1.0 / k.focus_distance_m
-                          for k in keys])
-            axis, label = "diopters", "focus distance (diopters, 1/m)"
-        else:
+        try:
+            tf = _tf.through_focus([m.cal for m in members], method="psf", metric="mean_mtf")
+        except CalibError:  # no focus axis, or settings repeated: nothing to plot
             continue
-        shapes = {(m.cal.psf_map.grid_shape, tuple(m.cal.psf_map.channels)) for m in members}
-        order = np.argsort(z)
-        z, members = z[order], [members[i] for i in order]
-        if len(set(z)) < len(z):
-            continue
-        same_grid = len(shapes) == 1
-        ref = members[0].ref
-        # MTF50 for display (above Nyquist shown at Nyquist), sharpness for the peak fit.
-        mtf50 = [np.nan_to_num(m.mtf50, nan=0.5).mean(axis=-1) for m in members]  # (C, ny, nx)
-        sharp = [m.curves.mean(axis=(-1, -2)) for m in members]  # (C, ny, nx)
-        zone_vals, zone_peaks = {}, {}
-        for zone in _ZONES:
-            if not all(m.zones[zone] for m in members):
-                continue
-            zone_vals[zone] = [float(np.median([v[m.ref][n] for n in m.zones[zone]]))
-                               for m, v in zip(members, mtf50)]
-            s_zone = np.array([np.median([v[m.ref][n] for n in m.zones[zone]])
-                               for m, v in zip(members, sharp)])
-            zone_peaks[zone] = _parabola_peak(z, s_zone)
-        best_map = channel_best = channel_vals = None
-        if same_grid:
-            ny, nx = members[0].cal.psf_map.grid_shape
-            stack = np.stack(sharp)  # (F, C, ny, nx)
-            best_map = [[_parabola_peak(z, stack[:, ref, i, j]) for j in range(nx)] for i in range(ny)]
-            centre = members[0].zones["centre"]
-            chans = members[0].cal.psf_map.channels
-            channel_vals = {ch: [float(np.median([v[ci][n] for n in centre])) for v in mtf50]
-                            for ci, ch in enumerate(chans)}
-            channel_best = {ch: _parabola_peak(z, np.array([np.median([v[ci][n] for n in centre])
-                                                            for v in sharp]))
-                            for ci, ch in enumerate(chans)}
-        out.append(_clean({
+        ref = "G" if "G" in tf.channels else tf.channels[0]
+        r, c0 = tf.channels.index(ref), tf.zones.index("centre")
+        order = sorted(members, key=lambda m: _tf._axis_value(m.cal.key, tf.focus_axis))
+        best = _bounded(tf.best_focus, tf.sharpness, tf.positions)  # (Z, C)
+        entry = _clean({
             "camera": camera, "lens": lens, "focal_length_mm": focal, "f_number": fnum,
-            "focus_axis": axis, "focus_axis_label": label, "focus": z.tolist(),
-            "calibration_ids": [m.cal.id for m in members],
-            "mtf50_capped_cpp": {_ZONE_KEYS[zn]: v for zn, v in zone_vals.items()},
-            "best_focus": {_ZONE_KEYS[zn]: v for zn, v in zone_peaks.items()},
-            "best_focus_map": best_map,
-            "centre_mtf50_capped_by_channel_cpp": channel_vals,
-            "best_focus_centre_by_channel": channel_best,
-        }))
+            "focus_axis": tf.focus_axis, "focus_axis_label": tf.focus_axis_label,
+            "focus": tf.positions, "calibration_ids": [m.cal.id for m in order],
+            "metric": tf.metric, "reference_channel": ref,
+            "zone_nodes": {z: [list(n) for n in tf.zone_nodes[z]] for z in tf.zones},
+            "mtf50_capped_cpp": {z: np.minimum(tf.mtf50_of(z, ref), _tf.NYQUIST_CPP) for z in tf.zones},
+            "mean_mtf": {z: tf.mean_mtf[k, r] for k, z in enumerate(tf.zones)},
+            "best_focus": {z: best[k, r] for k, z in enumerate(tf.zones)},
+            "best_focus_is_bound": {z: not math.isfinite(tf.best_focus[k, r]) for k, z in enumerate(tf.zones)},
+            "best_focus_map": _bounded(tf.best_focus_map[r], tf.node_sharpness[r], tf.positions),
+            "centre_mtf50_capped_by_channel_cpp": {ch: np.minimum(tf.mtf50_of("centre", ch), _tf.NYQUIST_CPP)
+                                                   for ch in tf.channels},
+            "best_focus_centre_by_channel": {ch: best[c0, c] for c, ch in enumerate(tf.channels)},
+            "flags": {f"{z}/{ch}": list(fl) for (z, ch), fl in tf.flags.items()},
+        })
+        out.append((entry, tf))
     return out
 
 
@@ -654,7 +615,7 @@ def write_report(db_path: str | os.PathLike, out_html: str | os.PathLike, *,
         "One row per calibration. MTF50 from the PSF map, G channel, median over the zone's "
         "nodes (sag = sagittal, tan = tangential; >Nyq: above Nyquist); edge and stripe "
         "medians from G-channel measurements (count in brackets).",
-        _summary_table(rows)))
+        _summary_table(rows) + _unmeasured_hint(analyses, "to fill its MTF50 column")))
 
     # PSF montage
     say("report: PSF montages")
@@ -678,19 +639,17 @@ def write_report(db_path: str | os.PathLike, out_html: str | os.PathLike, *,
     say("report: MTF curves")
     body = []
     for a in analyses:
-        body.append(_img(pl.mtf_curves(_zone_curves(a, pl), pixel_pitch_um=a.cal.pixel_pitch_um,
-                                       title=""),
-                         f"MTF curves {a.cal.id}", heading=f"#{a.cal.id}, focus {_focus_text(a.row)}"))
-    n_meas = sum(r["n_edge_records"] + r["n_stripes_records"] for r in rows)
+        zc = _zone_curves(a, pl)
+        body.append(_img(pl.mtf_curves(zc, pixel_pitch_um=a.cal.pixel_pitch_um, title=""),
+                         f"MTF curves {a.cal.id}",
+                         heading=f"#{a.cal.id}, focus {_focus_text(a.row)} ({_overlay_text(zc)})"))
     has["mtf-curves"] = True
     parts.append(_section(
         "mtf-curves", "MTF at centre, mid-field and corners",
         "MTF of the PSF map (median over the zone's nodes), sagittal solid, tangential dashed, "
         "per channel; slanted-edge (circles) and stripe (squares) measurements whose nearest "
         "node lies in the zone are overlaid.",
-        "".join(body) + ("" if n_meas else _missing(
-            "No edge or stripe MTF measured: shoot the edges and stripes charts and run "
-            "`lenspsf analyze` to overlay them."))))
+        "".join(body) + _unmeasured_hint(analyses, "to overlay them on the PSF curves")))
 
     # MTF50 maps
     say("report: MTF50 field maps")
@@ -716,45 +675,18 @@ def write_report(db_path: str | os.PathLike, out_html: str | os.PathLike, *,
     # Through focus
     say("report: through focus")
     body = []
-    for s in series:
-        z = np.asarray(s["focus"], float)
-        title = f"{s['camera']} + {s['lens']}"
-        zone_vals = {zn: np.asarray(s["mtf50_capped_cpp"][_ZONE_KEYS[zn]], float)
-                     for zn in _ZONES if _ZONE_KEYS[zn] in s["mtf50_capped_cpp"]}
-        zone_peaks = {zn: s["best_focus"].get(_ZONE_KEYS[zn]) for zn in _ZONES}
-        ch_vals = {ch: np.asarray(v, float)
-                   for ch, v in (s["centre_mtf50_capped_by_channel_cpp"] or {}).items()}
-        body.append(_img(pl.through_focus(z, s["focus_axis_label"], zone_vals, zone_peaks, ch_vals,
-                                          s["best_focus_centre_by_channel"] or {}, title=""),
-                         "through-focus MTF50", heading=f"{title}: MTF50 through focus"))
-        if s["best_focus_map"] is not None:
-            a0 = next(a for a in analyses if a.cal.id == s["calibration_ids"][0])
-            pm = a0.cal.psf_map
-            bmap = np.asarray(s["best_focus_map"], float)
-            body.append(_img(pl.field_maps(pm.node_x, pm.node_y, [("best focus per node", bmap)],
-                                           vmin=float(z.min()),
-                                           vmax=float(z.max()), unit=s["focus_axis_label"],
-                                           title="", cmap="coolwarm",
-                                           labels=[_bound_labels(bmap, z)]),
-                             "best-focus map",
-                             heading=f"{title}: best-focus map (field curvature), channel "
-                                     f"{pm.channels[a0.ref]}"))
-        bc = s["best_focus_centre_by_channel"]
-        if bc:
-            items = [(f"best focus at the centre, {ch}", v) for ch, v in bc.items()]
-            if "R" in bc and "B" in bc:
-                items.append(("longitudinal colour, B − R", bc["B"] - bc["R"]))
-            items.append(("focus unit", s["focus_axis_label"]))
-            body.append(_kv_table(items))
+    for s, tf in series:
+        body.append(_through_focus_html(s, tf, pl))
     has["through-focus"] = bool(series)
     parts.append(_section(
         "through-focus", "Through focus",
-        "MTF50 against focus per zone and per channel (0.5 c/p: at or above Nyquist); best "
-        "focus (dotted) is the peak of the sharpness (mean MTF from 0 to Nyquist), from a "
-        "parabola through the sharpest focus setting and its neighbours (a peak at the end of "
-        "the range is only a bound).",
+        "MTF50 and the mean MTF from 0 to Nyquist against focus, per zone and per channel, from "
+        "the PSF maps (mean of sagittal and tangential). Best focus (dotted) is the peak of the "
+        "mean MTF, which keeps rising near focus where MTF50 reaches Nyquist: a Gaussian fitted "
+        "round the sharpest focus setting. A peak outside the swept range is shown as a bound "
+        "(≤ or ≥ the end setting).",
         "".join(body) if series else _missing(
-            "Only one focus setting per lens: capture at several focus settings "
+            "Fewer than 3 focus settings per lens: capture at 3 or more focus settings "
             "(`lenspsf capture --focus ...`) and analyse them to see through-focus MTF and best focus.")))
 
     # Lateral colour
@@ -838,7 +770,7 @@ def write_report(db_path: str | os.PathLike, out_html: str | os.PathLike, *,
         "format": "lenspsf-report-summary", "version": 1, "database": str(db_path),
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "mtf_freq_cpp": {"start": 0.0, "stop": 0.5, "step": 0.005},
-        "sections": has, "calibrations": rows, "through_focus": series,
+        "sections": has, "calibrations": rows, "through_focus": [entry for entry, _ in series],
         "truth": truth or None,
         "restored": None if restored is None else {
             "label": restored.label, "psnr_before_db": restored.psnr_before_db,
@@ -858,6 +790,49 @@ def _bound_labels(values: np.ndarray, z: np.ndarray) -> np.ndarray:
                         else f"{v:.1f}", otypes=[object])(values)
 
 
+def _bounded(best: np.ndarray, sharpness: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Best focus where a peak was found, else the sharpest focus setting (an end of the
+    range, so only a bound); NaN where nothing was measured."""
+    have = np.isfinite(sharpness).any(axis=-1)
+    arg = np.argmax(np.where(np.isfinite(sharpness), sharpness, -np.inf), axis=-1)
+    return np.where(np.isfinite(best), best, np.where(have, positions[arg], np.nan))
+
+
+def _through_focus_html(s: dict[str, Any], tf: _tf.ThroughFocus, pl) -> str:
+    z = tf.positions
+    title = f"{s['camera']} + {s['lens']}"
+    ref = s["reference_channel"]
+    r = tf.channels.index(ref)
+    zones = [zn for zn in tf.zones if tf.zone_nodes[zn]]
+    best = s["best_focus"]
+    panels = [
+        pl.FocusPanel(f"MTF50 per zone, {ref}", "MTF50 (cycles/pixel; ≥ Nyquist at 0.5)",
+                      {_ZONE_NAMES[zn]: np.minimum(tf.mtf50_of(zn, ref), _tf.NYQUIST_CPP) for zn in zones}),
+        pl.FocusPanel(f"mean MTF per zone, {ref}", "mean MTF, 0 to Nyquist",
+                      {_ZONE_NAMES[zn]: tf.mean_mtf[tf.zones.index(zn), r] for zn in zones},
+                      {_ZONE_NAMES[zn]: best[zn] for zn in zones}),
+        pl.FocusPanel("mean MTF at the centre, per channel", "mean MTF, 0 to Nyquist",
+                      {ch: tf.mean_mtf[tf.zones.index("centre"), c] for c, ch in enumerate(tf.channels)},
+                      s["best_focus_centre_by_channel"]),
+    ]
+    out = [_img(pl.through_focus(z, tf.focus_axis_label, panels, title=""), "through-focus MTF",
+                heading=f"{title}: MTF through focus")]
+    bmap = np.asarray(s["best_focus_map"], float)
+    nodes = tf.nodes_xy
+    out.append(_img(pl.field_maps(nodes[0, :, 0], nodes[:, 0, 1], [("best focus per node", bmap)],
+                                  vmin=float(z.min()), vmax=float(z.max()), unit=tf.focus_axis_label,
+                                  title="", cmap="coolwarm", labels=[_bound_labels(bmap, z)]),
+                    "best-focus map", heading=f"{title}: best-focus map (field curvature), channel {ref}"))
+    bc = s["best_focus_centre_by_channel"]
+    items = [(f"best focus, {_ZONE_NAMES[zn]}, {ref}", best[zn]) for zn in zones]
+    items += [(f"best focus at the centre, {ch}", v) for ch, v in bc.items()]
+    if "R" in bc and "B" in bc and bc["R"] is not None and bc["B"] is not None:
+        items.append(("longitudinal colour, B − R", bc["B"] - bc["R"]))
+    items.append(("focus unit", tf.focus_axis_label))
+    out.append(_kv_table(items))
+    return "".join(out)
+
+
 def _one_per_series(analyses: list[_Analysis]) -> list[_Analysis]:
     """The sharpest calibration (highest centre MTF50 of the reference channel) per lens setting."""
     best: dict[tuple, _Analysis] = {}
@@ -873,11 +848,8 @@ def _one_per_series(analyses: list[_Analysis]) -> list[_Analysis]:
 def _zone_curves(a: _Analysis, pl) -> list:
     pm = a.cal.psf_map
     nodes_flat = pm.nodes_xy.reshape(-1, 2)
-    zone_of = {}
-    for zone, nodes in a.zones.items():
-        for n in nodes:
-            zone_of[n] = zone
-    measured: dict[str, list] = {z: [] for z in _ZONES}
+    zone_of = {n: zone for zone, nodes in a.zones.items() for n in nodes}
+    measured: dict[str, list] = {z: [] for z in a.zones}
     for rec in a.cal.mtf:
         if rec.method not in ("edge", "stripes") or rec.flags:
             continue
@@ -887,11 +859,10 @@ def _zone_curves(a: _Analysis, pl) -> list:
             measured[zone].append((rec.channel, rec.method, np.asarray(rec.freq_cpp, float),
                                    np.asarray(rec.mtf, float)))
     out = []
-    for zone in _ZONES:
-        nodes = a.zones[zone]
+    for zone, nodes in a.zones.items():
         if not nodes:
             continue
-        zc = pl.ZoneCurves(name=f"{zone} (h = {np.mean([a.height[n] for n in nodes]):.2f}, "
+        zc = pl.ZoneCurves(name=f"{_ZONE_NAMES[zone]} (h = {np.mean([a.height[n] for n in nodes]):.2f}, "
                                 f"{len(nodes)} node{'s' if len(nodes) > 1 else ''})",
                            measured=measured[zone])
         for ci, ch in enumerate(pm.channels):
@@ -900,6 +871,32 @@ def _zone_curves(a: _Analysis, pl) -> list:
                 zc.psf_curves.append((ch, direction, REPORT_FREQ_CPP, m))
         out.append(zc)
     return out
+
+
+_HOW_TO_MEASURE = {
+    "edge": ("slanted-edge", "the edges (or combo) chart"),
+    "stripes": ("stripe", "the stripes (or combo) chart"),
+}
+
+
+def _unmeasured_hint(analyses: list[_Analysis], purpose: str) -> str:
+    """A 'missing' note per MTF method no calibration has records of, saying how to measure it."""
+    present = {r.method for a in analyses for r in a.cal.mtf}
+    return "".join(
+        _missing(f"No {what} MTF measured: shoot {chart} at each focus setting and run "
+                 f"`lenspsf analyze` {purpose}.")
+        for method, (what, chart) in _HOW_TO_MEASURE.items() if method not in present)
+
+
+def _overlay_text(zone_curves: list) -> str:
+    """What the MTF-curve panels overlay: counts of measured records per method."""
+    counts = {"edge": 0, "stripes": 0}
+    for zc in zone_curves:
+        for _, method, *_ in zc.measured:
+            counts[method] += 1
+    said = [f"{n} {'slanted-edge' if m == 'edge' else 'stripe'} record{'s' if n != 1 else ''}"
+            for m, n in counts.items() if n]
+    return "overlaid: " + " and ".join(said) if said else "no edge or stripe records near the zones"
 
 
 def _distortion_html(analyses: list[_Analysis], pl) -> str:

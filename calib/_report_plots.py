@@ -277,29 +277,35 @@ def field_maps(node_x: np.ndarray, node_y: np.ndarray, maps: Sequence[tuple[str,
 # -- through focus --------------------------------------------------------------------------
 
 
-def through_focus(focus: np.ndarray, axis_label: str, zone_values: dict[str, np.ndarray],
-                  zone_peaks: dict[str, float | None], channel_values: dict[str, np.ndarray],
-                  channel_peaks: dict[str, float | None], *, title: str) -> bytes:
-    """MTF50 against focus per field zone (G) and per channel at the centre."""
-    fig = _figure(10.0, 3.6, left=0.7, right=0.2, bottom=0.55, top=0.6, wspace=0.25)
-    ax1, ax2 = fig.subplots(1, 2)
-    styles = {"centre": ("#222222", "o"), "mid-field": ("#7a5195", "s"), "corners": ("#ef5675", "^")}
-    for name, vals in zone_values.items():
-        colour, marker = styles.get(name, ("#555555", "o"))
-        ax1.plot(focus, vals, color=colour, marker=marker, label=name)
-        peak = zone_peaks.get(name)
-        if peak is not None:
-            ax1.axvline(peak, color=colour, lw=0.8, ls=":")
-    ax1.set_title("per zone: G, mean of sagittal and tangential")
-    for ch, vals in channel_values.items():
-        ax2.plot(focus, vals, color=_colour(ch), marker="o", label=f"{ch}")
-        peak = channel_peaks.get(ch)
-        if peak is not None:
-            ax2.axvline(peak, color=_colour(ch), lw=0.9, ls=":")
-    ax2.set_title("centre, per channel")
-    for ax in (ax1, ax2):
+@dataclass
+class FocusPanel:
+    """One panel of the through-focus figure: curves against focus, peaks as dotted lines."""
+
+    title: str
+    ylabel: str
+    curves: dict[str, np.ndarray]
+    """label -> values at each focus setting; labels R/G/B/Y take the channel colours."""
+    peaks: dict[str, float | None] = field(default_factory=dict)
+    """label -> best focus (None: none)."""
+
+
+_ZONE_STYLES = {"centre": ("#222222", "o"), "mid-field": ("#7a5195", "s"), "corners": ("#ef5675", "^")}
+
+
+def through_focus(focus: np.ndarray, axis_label: str, panels: Sequence[FocusPanel], *, title: str) -> bytes:
+    """Side-by-side panels of values against the focus axis."""
+    fig = _figure(4.2 * len(panels), 3.6, left=0.7, right=0.2, bottom=0.55, top=0.6, wspace=0.3)
+    axes = fig.subplots(1, len(panels), squeeze=False).ravel()
+    for ax, panel in zip(axes, panels):
+        for name, vals in panel.curves.items():
+            colour, marker = _ZONE_STYLES.get(name, (_colour(name), "o"))
+            ax.plot(focus, vals, color=colour, marker=marker, label=name)
+            peak = panel.peaks.get(name)
+            if peak is not None and np.isfinite(peak):
+                ax.axvline(peak, color=colour, lw=0.8, ls=":")
+        ax.set_title(panel.title)
         ax.set_xlabel(axis_label)
-        ax.set_ylabel("MTF50 (cycles/pixel)")
+        ax.set_ylabel(panel.ylabel)
         ax.grid(True, color="#eeeeee", lw=0.6)
         ax.legend(loc="best")
         ax.set_ylim(bottom=0)

@@ -3,8 +3,8 @@
 Built once per test process (the simulated optics take a few seconds): three focus
 settings of the "soft-zoom" lens on the "small" sensor, a 3 x 3 node grid, the sensor's
 noise model, the lens's distortion in the metadata and, at the middle focus, real
-slanted-edge measurements (edges rendered through the node PSFs and measured with
-``calib``'s e-SFR).
+slanted-edge and stripe measurements (an edge and a small stripes chart rendered through
+node PSFs, measured with ``calib``'s e-SFR and ``calib.measure_stripes``).
 """
 from __future__ import annotations
 
@@ -24,9 +24,12 @@ from calib import (
     ReportResult,
     RestoredExample,
     SimulatedCamera,
+    measure_stripes,
     write_report,
 )
 from calib._edge import measure_edge
+import targets
+from targets._render import page_homography
 
 GRID = (3, 3)
 KERNEL = 25
@@ -50,11 +53,7 @@ def _edge_image(psfs: list[np.ndarray], angle_deg: float, size: int = 72) -> np.
     y, x = np.mgrid[0:size, 0:size].astype(np.float64)
     c = (size - 1) / 2
     t = np.radians(angle_deg)
-    step = np.where((x - c) * np.cos(t) - (y - c) * np.sin(t) > 0, 0.8, 0.2)
-    pad = psfs[0].shape[0]
-    big = np.pad(step, pad, mode="edge")
-    chans = [fftconvolve(big, p, mode="same")[pad:-pad, pad:-pad] for p in psfs]
-    return np.stack(chans, axis=-1).astype(np.float32)
+    return _blurred(np.where((x - c) * np.cos(t) - (y - c) * np.sin(t) > 0, 0.8, 0.2), psfs)
 
 
 def _edge_records(pm) -> list:
@@ -73,6 +72,42 @@ def _edge_records(pm) -> list:
                 continue
             out.append(type(rec)(rec.channel, float(x) + 3.0, float(y) + 2.0, rec.orientation_deg,
                                  "none", rec.method, rec.freq_cpp, rec.mtf, rec.flags))
+    return out
+
+
+#: Nodes whose PSF the stripes chart is seen through: centre, mid-field, corner.
+STRIPE_NODES = ((1, 1), (0, 1), (2, 2))
+
+
+def _blurred(image: np.ndarray, psfs: list[np.ndarray]) -> np.ndarray:
+    pad = psfs[0].shape[0]
+    big = np.pad(image, pad, mode="edge")
+    return np.stack([fftconvolve(big, p, mode="same")[pad:-pad, pad:-pad] for p in psfs], -1).astype(np.float32)
+
+
+def _stripe_records(pm) -> list:
+    """A small sine stripes chart seen through node PSFs, measured with ``measure_stripes``.
+
+    The chart fills a 226 x 160 px frame (0.13 to 0.39 c/p, horizontal and vertical
+    gratings); each record is moved next to its node (offsets shrunk to 0.3 x), so the
+    report pairs it with that node and joins the patches of one node and orientation.
+    """
+    layout = targets.make_layout("stripes", paper="A4", landscape=True, field=(1, 1),
+                                 frequencies_cpmm=[0.1, 0.2, 0.3], orientations_deg=(0.0, 90.0))
+    shape = (160, 226)
+    # Rendered 5x finer and point-sampled: the PSFs already hold the pixel aperture, and a
+    # chart box-filtered at this size would add it a second time.
+    chart = targets.render_layout(layout, (shape[0] * 5, shape[1] * 5))[2::5, 2::5]
+    hom = page_homography(layout, shape)
+    w, h = pm.image_size
+    out = []
+    for i, j in STRIPE_NODES:
+        res = measure_stripes(_blurred(chart, [pm.psf[c, i, j] for c in range(3)]), layout, hom)
+        x0, y0 = pm.nodes_xy[i, j]
+        for rec in res.records:
+            x = float(np.clip(x0 + 0.3 * (rec.x_px - shape[1] / 2), 0, w - 1))
+            y = float(np.clip(y0 + 0.3 * (rec.y_px - shape[0] / 2), 0, h - 1))
+            out.append(dataclasses.replace(rec, x_px=x, y_px=y))
     return out
 
 
@@ -98,7 +133,8 @@ def calibrations(*, edges: bool = True, distortion: bool = True,
             key=CalibrationKey("SimCam", "soft-zoom", cam.focal_length_mm, cam.f_number, fp,
                                cam.focus_distance_m(fp)),
             psf_map=pm, noise=cam.noise_model(), pixel_pitch_um=cam.sensor.pixel_pitch_um,
-            mtf=_edge_records(pm) if edges and fp == positions[1] else (), metadata=meta,
+            mtf=_edge_records(pm) + _stripe_records(pm) if edges and fp == positions[1] else (),
+            metadata=meta,
         ))
     return cals
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from calib import CalibError, PSFDatabase, RestoredExample, write_report
+from calib import CalibError, PSFDatabase, RestoredExample, through_focus, write_report
 from calib._mtf_psf import psf_mtf
 from calib._report import SECTIONS
 
@@ -208,26 +208,79 @@ def test_summary_lateral_colour_is_the_largest_r_b_centroid_gap(report, stored):
         assert max(gaps) > 0.5  # the soft zoom has strong lateral colour
 
 
-def test_summary_edge_median_is_the_median_of_the_green_edge_records(report, stored):
+def _edge_mtf50s(cal) -> tuple[list[float], int]:
+    vals = [r.mtf50_cpp() for r in cal.mtf if r.method == "edge" and r.channel == "G" and not r.flags]
+    vals = [v for v in vals if math.isfinite(v)]
+    return vals, len(vals)
+
+
+def _stripe_mtf50s(cal) -> tuple[list[float], int]:
+    """MTF50 of the G stripe patches joined per nearest node and orientation, and the records used."""
+    nodes = cal.psf_map.nodes_xy.reshape(-1, 2)
+    groups: dict[tuple, list] = {}
+    for r in cal.mtf:
+        if r.method == "stripes" and r.channel == "G" and not r.flags:
+            node = int(np.argmin(np.hypot(*(nodes - (r.x_px, r.y_px)).T)))
+            groups.setdefault((node, round(r.orientation_deg / 90) % 2), []).append(r)
+    vals, n = [], 0
+    for recs in groups.values():
+        f = np.concatenate([[0.0]] + [r.freq_cpp for r in recs])
+        m = np.concatenate([[1.0]] + [r.mtf for r in recs])
+        v = _first_crossing(f[np.argsort(f)], m[np.argsort(f)])
+        if math.isfinite(v):
+            vals.append(v)
+            n += len(recs)
+    return vals, n
+
+
+@pytest.mark.parametrize("method, measured", [("edge", _edge_mtf50s), ("stripes", _stripe_mtf50s)])
+def test_summary_edge_and_stripe_medians_match_the_green_records(report, stored, method, measured):
+    """Edges: one curve per record; stripes: patches of one node and orientation joined."""
     _, result, _ = report
-    with_edges = 0
+    with_data = 0
     for row in result.rows:
-        cal = stored[row["id"]][1]
-        vals = [r.mtf50_cpp() for r in cal.mtf if r.method == "edge" and r.channel == "G" and not r.flags]
-        vals = [v for v in vals if math.isfinite(v)]
-        assert row["n_edge_records"] == len(vals)
+        vals, n = measured(stored[row["id"]][1])
+        assert row[f"n_{method}_records"] == n
         if vals:
-            with_edges += 1
-            assert row["mtf50_edge_median_cpp"] == pytest.approx(float(np.median(vals)), abs=1e-12)
+            with_data += 1
+            assert row[f"mtf50_{method}_median_cpp"] == pytest.approx(float(np.median(vals)), abs=1e-12)
         else:
-            assert row["mtf50_edge_median_cpp"] is None
-    assert with_edges == 1
+            assert row[f"mtf50_{method}_median_cpp"] is None
+    assert with_data == 1
+
+
+def test_mtf_curves_say_which_stripe_and_edge_records_they_overlay(report, stored):
+    _, result, page = report
+    text = page.sections["mtf-curves"]
+    for row in result.rows:
+        if stored[row["id"]][1].mtf:
+            assert re.search(rf"#{row['id']}, [^(]*\(overlaid: \d+ slanted-edge records and \d+ stripe records\)",
+                             text)
 
 
 def test_psf_and_edge_mtf_agree_within_goal_on_edges_rendered_through_the_psfs(report):
     _, result, _ = report
     agreement = [r["psf_vs_edge"] for r in result.rows if r["psf_vs_edge"]]
     assert agreement and all(a["max"] < 0.03 for a in agreement)
+
+
+def test_through_focus_section_is_calib_through_focus_of_the_database(report, stored):
+    _, result, _ = report
+    (series,) = result.summary["through_focus"]
+    tf = through_focus([cal for _, cal in stored.values()], method="psf", metric="mean_mtf")
+    assert series["focus"] == list(tf.positions)
+    for zone in tf.zones:
+        b = tf.best_focus_of(zone, "G")
+        if math.isfinite(b):
+            assert series["best_focus"][zone] == pytest.approx(b, abs=1e-12)
+            assert not series["best_focus_is_bound"][zone]
+        else:  # outside the sweep: the sharpest end setting, marked as a bound
+            assert series["best_focus_is_bound"][zone]
+            assert series["best_focus"][zone] in (tf.positions[0], tf.positions[-1])
+    for ch in tf.channels:
+        b = tf.best_focus_of("centre", ch)
+        assert math.isfinite(b) and series["best_focus_centre_by_channel"][ch] == pytest.approx(b, abs=1e-12)
+    assert np.allclose(np.asarray(series["best_focus_map"], float)[1, 1], tf.best_focus_map[1, 1, 1])
 
 
 def test_best_focus_at_centre_is_within_one_focus_step_of_the_truth_per_channel(report):

@@ -1,13 +1,14 @@
 """Through focus: MTF50 against focus, best focus per zone/node/channel against the simulated lens."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 
 from calib import Calibration, CalibError, CalibrationKey, MTFRecord, PSFDatabase, SimulatedCamera
-from calib._through_focus import ZONES, mtf50_cpp, peak_position, through_focus
+from calib._through_focus import mean_mtf, measured_curves, mtf50_cpp, peak_position, through_focus
 
 from _simtools import TINY
 
@@ -28,17 +29,15 @@ def sweep():
 
 
 def _zone_truth(cam, tf, zone, channel):
-    w, h = cam.image_size
-    norm = math.hypot(w / 2, h / 2)
-    lo, hi = ZONES[zone]
-    pts = [xy for xy in tf.nodes_xy.reshape(-1, 2)
-           if lo <= math.hypot(xy[0] - (w - 1) / 2, xy[1] - (h - 1) / 2) / norm < hi]
-    return float(np.mean([cam.best_focus_position(DIST_M, field_xy=tuple(xy), channel=channel) for xy in pts]))
+    """Mean true best focus over the nodes of the zone."""
+    return float(np.mean([cam.best_focus_position(DIST_M, field_xy=tuple(tf.nodes_xy[n]), channel=channel)
+                          for n in tf.zone_nodes[zone]]))
 
 
-def test_best_focus_per_zone_is_within_one_step_of_the_truth(sweep):
+@pytest.mark.parametrize("metric", ["mean_mtf", "mtf50"])
+def test_best_focus_per_zone_is_within_one_step_of_the_truth(sweep, metric):
     cam, cals = sweep
-    tf = through_focus(cals, method="psf")
+    tf = through_focus(cals, method="psf", metric=metric)
     checked = 0
     for zone in tf.zones:
         for ch in tf.channels:
@@ -92,6 +91,52 @@ def test_unknown_method_is_refused(sweep):
         through_focus(sweep[1], method="mtf80")
 
 
+def test_unknown_metric_is_refused(sweep):
+    with pytest.raises(CalibError, match="metric 'mtf30'"):
+        through_focus(sweep[1], metric="mtf30")
+
+
+def test_zones_are_the_centre_node_the_corner_nodes_and_the_nodes_nearest_half_height(sweep):
+    _, cals = sweep
+    tf = through_focus(cals)
+    w, h = tf.image_size
+    height = np.hypot(tf.nodes_xy[..., 0] - (w - 1) / 2, tf.nodes_xy[..., 1] - (h - 1) / 2) / (math.hypot(w - 1, h - 1) / 2)
+    assert tf.zone_nodes["centre"] == ((1, 1),)
+    assert tf.zone_nodes["corner"] == ((0, 0), (0, 2), (2, 0), (2, 2))
+    sides = [(0, 1), (1, 0), (1, 2), (2, 1)]
+    nearest = min(abs(height[n] - 0.5) for n in sides)
+    assert set(tf.zone_nodes["mid"]) == {n for n in sides if abs(height[n] - 0.5) <= nearest + 0.02}
+
+
+def test_mean_mtf_keeps_rising_where_mtf50_is_past_nyquist():
+    f = np.linspace(0, 0.5, 101)
+    sharp, sharper = 1 - 0.6 * f, 1 - 0.2 * f  # both above 0.5 up to Nyquist
+    assert mtf50_cpp(f, sharp)[1] and mtf50_cpp(f, sharper)[1]
+    assert mean_mtf(f, sharper)[0] > mean_mtf(f, sharp)[0]
+    assert mean_mtf(f, sharp) == (pytest.approx(1 - 0.6 * 0.25), False)
+    assert mean_mtf(f[:60], sharp[:60])[1]  # ends below Nyquist: said so
+
+
+def test_calibrations_without_positions_use_the_focus_distance_in_diopters(sweep):
+    _, cals = sweep
+    moved = [dataclasses.replace(c, key=dataclasses.replace(c.key, focus_position=None, focus_distance_m=d))
+             for c, d in zip(cals, (math.inf, 4.0, 2.0, 1.0, 0.5))]
+    tf = through_focus(moved, channels=("G",))
+    assert tf.focus_axis == "diopters" and "diopters" in tf.focus_axis_label
+    assert list(tf.positions) == [0.0, 0.25, 0.5, 1.0, 2.0]
+
+
+def test_stripe_patches_of_one_cell_and_orientation_are_joined_into_one_curve():
+    recs = [MTFRecord("G", 100.0 + 5 * k, 100.0, o, "none", "stripes", np.array([f]), np.array([1 - f]))
+            for k, f in enumerate((0.3, 0.1, 0.2)) for o in (0.0, 90.0)]
+    recs.append(MTFRecord("G", 100.0, 100.0, 0.0, "none", "stripes", np.array([0.4]), np.array([0.2]), ("noisy",)))
+    curves = measured_curves(recs, "stripes", image_size=(1200, 800))
+    assert len(curves) == 2 and all(c.n_records == 3 for c in curves)
+    for c in curves:
+        assert list(c.freq_cpp) == [0.0, 0.1, 0.2, 0.3]
+        assert list(c.mtf) == pytest.approx([1.0, 0.9, 0.8, 0.7])
+
+
 def _gauss_records(pos, *, method, peak, freqs, width=0.3):
     """Gaussian MTFs whose width peaks at focus ``peak`` (per zone): centre and corner points."""
     out = []
@@ -108,12 +153,13 @@ def _gauss_records(pos, *, method, peak, freqs, width=0.3):
     return out
 
 
+@pytest.mark.parametrize("metric", ["mean_mtf", "mtf50"])
 @pytest.mark.parametrize("method", ["edge", "stripes"])
-def test_records_per_focus_setting_give_the_best_focus_per_zone(method):
+def test_records_per_focus_setting_give_the_best_focus_per_zone(method, metric):
     peak = {(600.0, 400.0): 101.3, (60.0, 40.0): 97.6}
     freqs = np.linspace(0.0, 0.5, 51) if method == "edge" else [0.05, 0.1, 0.2, 0.3, 0.4, 0.45]
     records = {p: _gauss_records(p, method=method, peak=peak, freqs=freqs) for p in range(90, 112, 3)}
-    tf = through_focus(records, method=method, image_size=(1200, 800))
+    tf = through_focus(records, method=method, metric=metric, image_size=(1200, 800))
     assert tf.best_focus_of("centre", "G") == pytest.approx(101.3, abs=0.5)
     assert tf.best_focus_of("corner", "G") == pytest.approx(97.6, abs=0.5)
     assert np.all(np.isnan(tf.mtf50_of("mid", "G")))
