@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import sys
 import time
 
@@ -27,7 +26,6 @@ from calib import (
     LENS_PROFILES, SENSOR_PRESETS, Calibration, CalibrationKey, SimulatedCamera, measure_stripes, through_focus,
 )
 from calib._mtf_psf import psf_mtf
-from calib._through_focus import ZONES
 
 DIST_M = 2.0
 
@@ -89,11 +87,9 @@ def bench_stripes(quick: bool) -> None:
 
 
 def _zone_truth(cam, tf, zone, channel):
-    w, h = cam.image_size
-    norm = math.hypot(w / 2, h / 2)
-    lo, hi = ZONES[zone]
-    pts = [xy for xy in tf.nodes_xy.reshape(-1, 2)
-           if np.all(np.isfinite(xy)) and lo <= math.hypot(xy[0] - (w - 1) / 2, xy[1] - (h - 1) / 2) / norm < hi]
+    """True best focus averaged over the nodes ``through_focus`` assigns to ``zone``."""
+    nodes = [tf.nodes_xy[n] for n in tf.zone_nodes[zone]]
+    pts = [xy for xy in nodes if np.all(np.isfinite(xy))]
     if not pts:
         return float("nan")
     return float(np.mean([cam.best_focus_position(DIST_M, field_xy=tuple(xy), channel=channel) for xy in pts]))

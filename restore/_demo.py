@@ -25,9 +25,9 @@ _FOCUS_OFFSETS = (-16, 0, 16)
 _PHOTO_OFFSET = 16
 _LENS = "soft-zoom"
 _SEED = 7
-#: The chart overfills the frame (as the README tells users to frame it) so that dots
-#: reach the corners; the markers inside the dots field keep it registrable.
-_FILL = 1.3
+#: The dots field overfills the frame by this factor (as the README tells users to frame
+#: a chart) so that dots reach the corners; the markers inside the field keep it registrable.
+_FIELD_OVERFILL = 1.06
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,8 @@ def run_demo(out_dir: str | Path, *, lens: str = _LENS, seed: int = _SEED,
 
     progress("1/6 charts: designing a dots chart for the simulated camera's geometry")
     probe = targets.make_layout("dots", paper="A3", landscape=True)
-    distance_m = _filling_distance_m(model, probe, fill=_FILL)
+    fill = _dots_overfill(model, probe)
+    distance_m = _filling_distance_m(model, probe, fill=fill)
     layout = targets.make_layout(
         "dots", paper="A3", landscape=True, pixel_pitch_um=model.sensor.pixel_pitch_um,
         focal_mm=model.focal_length_mm, distance_m=distance_m, max_psf_px=15,
@@ -110,7 +111,7 @@ def run_demo(out_dir: str | Path, *, lens: str = _LENS, seed: int = _SEED,
     positions = [best + d for d in _FOCUS_OFFSETS]
     session_dir = out / "captures" / "demo"
     progress(f"2/6 capture: shooting the chart at focus positions {positions} (+2 dark frames)")
-    with calib.SimCamera(model=model, object_distance_m=distance_m, fill=_FILL) as camera:
+    with calib.SimCamera(model=model, object_distance_m=distance_m, fill=fill) as camera:
         calib.run_session(
             camera, session_dir, charts=calib.load_charts([chart.layout]),
             focus=calib.parse_focus_spec(",".join(map(str, positions))), darks=2,
@@ -158,6 +159,15 @@ def run_demo(out_dir: str | Path, *, lens: str = _LENS, seed: int = _SEED,
         psnr_before_db=psnr_before, psnr_after_db=psnr_after,
         seconds=time.perf_counter() - t0,
     )
+
+
+def _dots_overfill(model: calib.SimulatedCamera, layout: targets.Layout) -> float:
+    """The simulator's ``fill`` at which the dots field covers the frame, with margin."""
+    mm = np.array([(d.x_mm, d.y_mm) for d in layout.dots])
+    field_w, field_h = np.ptp(mm[:, 0]), np.ptp(mm[:, 1])
+    (w, h), (pw, ph) = model.image_size, layout.page_mm
+    needed_px_per_mm = _FIELD_OVERFILL * max(w / field_w, h / field_h)
+    return needed_px_per_mm / min(w / pw, h / ph)
 
 
 def _filling_distance_m(model: calib.SimulatedCamera, layout: targets.Layout, *, fill: float) -> float:
