@@ -93,7 +93,10 @@ def noise_for(
 
     ``None`` measures it from ``image``; a number or one number per channel is
     taken as the standard deviation; a :class:`calib.NoiseModel` makes it
-    signal-dependent.
+    signal-dependent. A model without shot noise in some channel (``gain <= 0``:
+    a calibration whose charts had no flat mid-grey to measure it) is incomplete:
+    every real sensor has shot noise, and trusting such a model would
+    under-regularise bright areas, so the photo's own estimate is used instead.
     """
     c = 1 if image.ndim == 2 else image.shape[2]
     if isinstance(noise, NoiseEstimate):
@@ -106,6 +109,8 @@ def noise_for(
                 f"the noise model has {len(noise.read_noise)} channels but the image has {c}; "
                 "pass a model for this image's channels"
             )
+        if np.any(np.asarray(noise.gain) <= 0):
+            return NoiseEstimate(estimate_sigma(image, saturated=saturated))
         mean = np.array([float(np.mean(image[..., i] if image.ndim == 3 else image)) for i in range(c)])
         sig = np.array([float(noise.sigma(mean[i], i)) for i in range(c)])
         return NoiseEstimate(sig, noise)

@@ -33,3 +33,11 @@ def test_noise_model_gives_signal_dependent_sigma():
 def test_a_number_is_taken_as_sigma_for_every_channel():
     est = noise_for(np.zeros((8, 8, 3), np.float32), 0.003)
     assert np.allclose(est.sigma, 0.003)
+
+
+def test_model_without_shot_noise_falls_back_to_the_photo_estimate(rng):
+    img = (scene(shape=(128, 128)) + rng.normal(0, 0.01, (128, 128))).astype(np.float32)
+    no_gain = calib.NoiseModel(("Y",), np.array([1e-4]), np.array([0.0]))
+    est = noise_for(img, no_gain)
+    assert est.model is None
+    np.testing.assert_array_equal(est.sigma, estimate_sigma(img))
