@@ -24,7 +24,7 @@ def _centroids(p: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    cam = calib.SimulatedCamera("sharp-prime", "small", seed=1)
+    cam = calib.SimulatedCamera("sharp-prime", "small", seed=1, render_oversample=3)  # ~1 px dots need a fine scene
     probe = targets.make_layout("dots", paper="300x200mm")  # the sensor's 3:2 aspect
     hom = cam.chart_homography(probe, fill=FILL)
     px_per_mm = float(np.hypot(hom[0, 0], hom[1, 0]))

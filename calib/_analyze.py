@@ -21,13 +21,14 @@ from scipy.ndimage import maximum_filter, shift as nd_shift
 
 import targets
 
+from ._chart_mtf import measure_chart_mtf
 from ._db import describe_key
 from ._errors import CalibError
 from ._imageio import LinearImage, load_linear
 from ._psf_dots import estimate_psf_dots
 from ._psf_pattern import estimate_psf_pattern
 from ._psfmap import FLAG_FILLED, FLAG_NOISY, FLAG_SATURATED, PSFMap
-from ._records import CalibrationKey, NoiseModel, ShotMetadata
+from ._records import CalibrationKey, MTFRecord, NoiseModel, ShotMetadata
 from ._register import Registration, measure_dot_centroids, register_chart
 
 __all__ = ["AnalysisResult", "analyze_images", "analyze_session", "estimate_noise_model", "noise_from_darks"]
@@ -39,8 +40,9 @@ class AnalysisResult:
 
     Attributes
     ----------
-    psf_map : PSFMap
-        Per-channel PSF grid, green centroid on the centre sample, flags per node.
+    psf_map : PSFMap or None
+        Per-channel PSF grid, green centroid on the centre sample, flags per node (None
+        for a chart with neither dots nor a noise pattern: MTF only).
     registration : Registration
         Geometry and the distortion report.
     noise : NoiseModel or None
@@ -49,16 +51,19 @@ class AnalysisResult:
     n_images : int
         Photos averaged.
     method : str
-        ``"dots"`` or ``"noise"``.
+        ``"dots"``, ``"noise"`` or ``"mtf"`` (an edges or stripes chart: no PSF map).
     notes : tuple of str
         Warnings worth showing (filled nodes, saturated dots ...).
     lateral_colour_px : ndarray (C, ny, nx, 2) or None
         Each channel's centroid offset (x, y) from green's at every node, pixels, measured
         from the dots' centroids per channel (NaN where a node had too few dots; None for
         the noise chart). Red minus blue is the lateral colour.
+    mtf : tuple of MTFRecord
+        The chart's edge and grating MTFs (:func:`calib.measure_chart_mtf`; empty for a
+        chart without edges or gratings), flagged items included with their flags.
     """
 
-    psf_map: PSFMap
+    psf_map: PSFMap | None
     registration: Registration
     noise: NoiseModel | None
     metadata: ShotMetadata
@@ -66,6 +71,7 @@ class AnalysisResult:
     method: str
     notes: tuple[str, ...] = field(default=())
     lateral_colour_px: np.ndarray | None = None
+    mtf: tuple[MTFRecord, ...] = ()
 
     @property
     def key(self) -> CalibrationKey:
@@ -189,28 +195,55 @@ def _fill_missing(psf: np.ndarray, have: np.ndarray, flags: np.ndarray) -> None:
         have[:] = new
 
 
-def _psf_size_from_dots(green: np.ndarray, centres: np.ndarray, half: int) -> int:
-    """Odd PSF side holding 99.5 % of the median dot's light (at least 9)."""
+def _psf_extent_from_dots(green: np.ndarray, centres: np.ndarray, half: int, dot_r_px: float) -> tuple[int, float]:
+    """Odd PSF side holding 99.5 % of the median dot's light (at least 9), and the PSF's
+    rms width per axis (px, the dot's own spread and the pixel box taken out)."""
     yy, xx = np.mgrid[-half:half + 1, -half:half + 1]
     r = np.hypot(xx, yy)
-    stack = []
     h, w = green.shape
-    for cx, cy in centres[:: max(1, len(centres) // 60)]:
-        ix, iy = int(round(cx)), int(round(cy))
-        if half <= ix < w - half and half <= iy < h - half:
-            win = green[iy - half:iy + half + 1, ix - half:ix + half + 1].astype(np.float64)
-            ring = r >= half - 0.5
-            sig = win - np.median(win[ring])
-            if sig.sum() > 0:
-                stack.append(sig / sig.sum())
-    if not stack:
-        return 9
+    ix = np.rint(centres[:, 0]).astype(int)
+    iy = np.rint(centres[:, 1]).astype(int)
+    ok = (ix >= half) & (ix < w - half) & (iy >= half) & (iy < h - half)
+    ix, iy = ix[ok], iy[ok]
+    sel = np.arange(len(ix))[:: max(1, len(ix) // 60)]
+    if len(sel) == 0:
+        return 9, 1.0
+    wins = green[iy[sel, None, None] + yy, ix[sel, None, None] + xx].astype(np.float64)
+    ring = r >= half - 0.5
+    sig = wins - np.median(wins[:, ring], axis=1)[:, None, None]
+    tot = sig.sum(axis=(1, 2))
+    stack = sig[tot > 0] / tot[tot > 0, None, None]
+    if not len(stack):
+        return 9, 1.0
     med = np.median(stack, axis=0)
+    pos = np.clip(med, 0, None)
     order = np.argsort(r.ravel())
-    cum = np.cumsum(np.clip(med.ravel()[order], 0, None))
+    cum = np.cumsum(pos.ravel()[order])
     cum /= cum[-1]
     radius = float(r.ravel()[order][np.searchsorted(cum, 0.995)])
-    return int(max(9, 2 * int(np.ceil(radius)) + 3))
+    var = float((pos * r**2).sum() / pos.sum()) / 2
+    # A uniform disc of radius R has variance R^2/4 per axis, a pixel box 1/12.
+    sigma = float(np.sqrt(max(var - dot_r_px**2 / 4 - 1 / 12, 0.0)))
+    return int(max(9, 2 * int(np.ceil(radius)) + 3)), sigma
+
+
+def _oversample_for_width(sigma_px: float) -> int:
+    """Sub-pixel sampling a PSF of rms width ``sigma_px`` needs for the shift-and-add.
+
+    A PSF a pixel or more wide is band-limited on the sensor grid: finer sampling only
+    adds unknowns the dots cannot pin down (and measured worse on the simulator).
+    """
+    return 3 if sigma_px < OVERSAMPLE_WIDTH_PX else 1
+
+
+OVERSAMPLE_WIDTH_PX = 0.9
+# Gradient-penalty weight of the dots solve per oversampling factor.
+DOTS_REG = {1: 0.003, 2: 0.003, 3: 0.003, 4: 0.003}
+# Dots gathered per field node, and the Gaussian weight's width (fraction of the node
+# spacing; at least the distance to the GATHER_CORE-th nearest dot and one dot pitch).
+GATHER_DOTS = 40
+GATHER_SIGMA = 0.5
+GATHER_CORE = 12
 
 
 def analyze_images(
@@ -278,21 +311,32 @@ def analyze_images(
     meta = first.metadata
     if focus_position is not None:
         meta = ShotMetadata.from_dict({**meta.to_dict(), "focus_position": int(focus_position)})
+    has_mtf = bool(layout.edges or layout.stripes)
+    if not (layout.dots or layout.noise or has_mtf):
+        raise CalibError(
+            f"{layout_name} has no dots, noise pattern, edges or gratings; analyse a dots, noise, "
+            "edges, stripes or combo chart"
+        )
+    mtf: tuple[MTFRecord, ...] = ()
+    if has_mtf:
+        _progress(f"analyze: chart MTF ({len(layout.edges)} edge squares, {len(layout.stripes)} gratings)", progress)
+        averaged = LinearImage(data, channels, 0.0, 1.0, sat if sat.ndim == 3 else sat[..., None], meta)
+        mtf = tuple(measure_chart_mtf(averaged, layout, reg, centre_xy=reg.centre_xy_px, progress=progress).records)
+    lateral = None
+    notes: list[str] = []
+    pm = None
     if layout.dots:
         method = "dots"
         pm, notes, lateral = _dots_map(data, sat, channels, gi, layout, reg, grid=grid, oversample=oversample,
-                              psf_size=psf_size, name=name, progress=progress)
+                                       psf_size=psf_size, name=name, progress=progress)
     elif layout.noise:
         method = "noise"
-        lateral = None
         pm, notes = _noise_map(data, sat, channels, gi, layout, reg, grid=grid,
                                oversample=min(oversample or 2, 2), psf_size=psf_size or 15, progress=progress)
     else:
-        raise CalibError(
-            f"{layout_name} has neither dots nor a noise pattern; analyse a dots, noise or combo chart"
-        )
+        method = "mtf"
     noise = estimate_noise_model(data if len(imgs) == 1 else first.data, channels)
-    return AnalysisResult(pm, reg, noise, meta, len(imgs), method, tuple(notes), lateral)
+    return AnalysisResult(pm, reg, noise, meta, len(imgs), method, tuple(notes), lateral, mtf)
 
 
 def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, oversample, psf_size, name, progress):
@@ -314,13 +358,13 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
         raise CalibError(sat_msg)
     pitch_px = float(np.median(np.hypot(*np.diff(pos, axis=0).T)))
     jac = reg.jacobian(dots_mm)
-    if psf_size is None:
-        psf_size = _psf_size_from_dots(green, pos, int(max(4, min(pitch_px / 2 - 1, 20))))
-    # A sharp PSF needs sub-pixel sampling; a blurred one is band-limited on the sensor grid
-    # and a finer grid only adds unknowns.
-    s = int(oversample) if oversample is not None else (3 if psf_size <= 15 else 1)
     dot_mm = float(layout.dots[0].diameter_mm)
     dot_r_px = float(np.median(np.linalg.norm(jac, 2, axis=(1, 2)))) * 0.5 * dot_mm
+    auto_size, sigma_px = _psf_extent_from_dots(green, pos, int(max(4, min(pitch_px / 2 - 1, 20))), dot_r_px)
+    if psf_size is None:
+        psf_size = auto_size
+    s = int(oversample) if oversample is not None else _oversample_for_width(sigma_px)
+    _progress(f"analyze: PSF {psf_size} px, rms width {sigma_px:.2f} px, oversample {s}", progress)
     reach = psf_size // 2 + int(np.ceil(dot_r_px)) + 2
     # Markers inside the dots field: a dot whose cut-out reaches one would see its
     # black and white squares as PSF light, so such dots are left out.
@@ -355,13 +399,13 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
     # the estimate describes the node even where the PSF changes across the field; nodes
     # beyond the dotted area (frame corners) take the nearest dots, flagged as extrapolated.
     spacing = max(np.diff(xs).max() if nx > 1 else w, np.diff(ys).max() if ny > 1 else h)
-    n_gather = int(min(len(pos), 40))
+    n_gather = int(min(len(pos), GATHER_DOTS))
     for i, y in enumerate(ys):
         for j, x in enumerate(xs):
             dist = np.hypot(pos[:, 0] - x, pos[:, 1] - y)
             near = np.argsort(dist)[:n_gather]
             dn = dist[near]
-            sigma = max(0.5 * spacing, float(dn[min(len(dn) - 1, 12)]), pitch_px)
+            sigma = max(GATHER_SIGMA * spacing, float(dn[min(len(dn) - 1, GATHER_CORE)]), pitch_px)
             wts = np.exp(-0.5 * ((dn - dn[0]) / sigma) ** 2)
             cen = pos[near]
             e = np.mean(jac[near], axis=0) * (0.5 * dot_mm)
@@ -384,12 +428,19 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
                 # interpolation of a sharp PSF) and red and blue keep their offsets.
                 est = estimate_psf_dots(
                     data[y0:y1, x0:x1], cen - [x0, y0] + shift, dot_ellipse=e, size=psf_size,
-                    oversample=s, mask=bad[y0:y1, x0:x1], weights=wts, reg=0.003, iterations=100,
+                    oversample=s, mask=bad[y0:y1, x0:x1], weights=wts, reg=DOTS_REG[s], iterations=100,
                 )
             except CalibError:
                 _progress(f"analyze: node ({j},{i}) at ({x:.0f},{y:.0f}): no usable dot, filled", progress)
                 continue
-            psf[:, i, j] = est.psf
+            fine = est.psf_fine if est.psf_fine.ndim == 3 else est.psf_fine[None]
+            for c in range(nc):
+                # Put each channel's centroid where its dots' centroids say (green on the
+                # centre sample, red and blue at their measured lateral colour): the dot
+                # centroids are far more precise than the centroid of a deconvolved PSF.
+                cx, cy = _centroid(fine[c], s)
+                tx, ty = (lateral[c, i, j] if np.isfinite(lateral[c, i, j]).all() else (0.0, 0.0))
+                psf[c, i, j] = _recentre(fine[c], s, tx - cx, ty - cy)
             node_flag = 0
             if est.n_saturated:
                 node_flag |= FLAG_SATURATED
@@ -604,26 +655,43 @@ def analyze_session(
     if darks:
         _progress(f"analyze: {len(darks)} dark frame(s) -> read noise", progress)
         dark_noise = noise_from_darks(darks, chart_noise=results[0].noise)
+    # Charts of one setting combine: the PSF map from the dots/noise/combo chart, the MTF
+    # from every chart of that setting (edges and stripes charts carry no PSF map).
+    by_key: dict[str, list[AnalysisResult]] = {}
+    for res in results:
+        by_key.setdefault(describe_key(res.key), []).append(res)
+    merged = []
+    for label, group in by_key.items():
+        with_psf = [r for r in group if r.psf_map is not None]
+        if not with_psf:
+            raise CalibError(
+                f"session {session_dir} has only edges/stripes charts for {label}; the database stores "
+                "MTF with a PSF map, so shoot a dots, noise or combo chart at that setting in the same session"
+            )
+        if len(with_psf) > 1:
+            raise CalibError(
+                f"session {session_dir} holds two PSF chart runs of {label}; analyse them separately"
+            )
+        mtf = tuple(m for r in group for m in r.mtf)
+        merged.append((with_psf[0], mtf, [r.method for r in group]))
     stored = {describe_key(s.key): s.id for s in db.summaries()}
-    keys = [describe_key(r.key) for r in results]
-    if len(set(keys)) != len(keys):
-        raise CalibError(f"session {session_dir} holds two chart runs of the same setting; analyse them separately")
     if not replace:
-        clash = [k for k in keys if k in stored]
+        clash = [label for label in by_key if label in stored]
         if clash:
             raise CalibError(
                 f"{db.path} already holds {clash[0]}; pass --replace to replace it"
             )
     ids = []
-    for res in results:
+    for res, mtf, methods in merged:
         cal = Calibration(
-            key=res.key, psf_map=res.psf_map, noise=dark_noise or res.noise,
+            key=res.key, psf_map=res.psf_map, noise=dark_noise or res.noise, mtf=mtf,
             pixel_pitch_um=res.metadata.pixel_pitch_um,
-            metadata={"distortion": res.registration.to_dict(), "method": res.method,
+            metadata={"distortion": res.registration.to_dict(), "method": res.method, "charts": methods,
                       "n_images": res.n_images, "session": str(session_dir), "notes": list(res.notes)},
         )
         ids.append(db.add(cal, replace=replace))
-        _progress(f"analyze: stored {describe_key(res.key)} as calibration {ids[-1]}", progress)
+        _progress(f"analyze: stored {describe_key(res.key)} as calibration {ids[-1]} "
+                  f"({len(mtf)} MTF records)", progress)
     return ids
 
 

@@ -67,8 +67,14 @@ def run(args: argparse.Namespace) -> int:
         except BaseException:
             db.close()
             raise
+        if res.psf_map is None:
+            db.close()
+            raise calib.CalibError(
+                f"{args.chart} is an edges/stripes chart: the database stores MTF with a PSF map, so "
+                "analyse a dots, noise or combo chart (or a capture session holding one at this setting)"
+            )
         cal = calib.Calibration(
-            key=res.key, psf_map=res.psf_map, noise=res.noise,
+            key=res.key, psf_map=res.psf_map, noise=res.noise, mtf=res.mtf,
             pixel_pitch_um=res.metadata.pixel_pitch_um,
             metadata={"distortion": res.registration.to_dict(), "method": res.method,
                       "n_images": res.n_images, "notes": list(res.notes)},

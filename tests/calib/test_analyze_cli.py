@@ -81,3 +81,15 @@ def test_single_photos_without_chart_option_are_refused(session, tmp_path, capsy
     photo = next((root / "sess").glob("dots_*"))
     assert main(["analyze", str(photo), "--db", str(tmp_path / "x.psfdb")]) == 2
     assert "--chart" in capsys.readouterr().err
+
+
+def test_corrupt_photo_exits_2_naming_it_and_leaves_the_database_untouched(session, tmp_path, capsys):
+    _root, chart, _model = session
+    db_path = tmp_path / "lens.psfdb"
+    calib.PSFDatabase.open(db_path, create=True).close()
+    before = _digest(db_path)
+    bad = tmp_path / "broken.tif"
+    bad.write_bytes(b"II*\x00" + bytes(range(256)) * 4)
+    assert main(["analyze", str(bad), "--chart", str(chart), "--db", str(db_path)]) == 2
+    assert "broken.tif" in capsys.readouterr().err
+    assert _digest(db_path) == before
