@@ -12,16 +12,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[all]'
 	touch $(STAMP)
 
-# Until `lenspsf demo` meets its accuracy figures (see the open demo issue), the demo
-# prints the charts: the first step of the whole path.
-CHARTS := dots stripes edges noise combo
 demo: $(STAMP)
-	mkdir -p out/charts
-	for kind in $(CHARTS); do \
-	  $(VENV)/bin/lenspsf targets make $$kind --paper A3 --landscape -o out/charts/$$kind.pdf || exit 1; \
-	done
-	@echo "made out/charts/{$$(echo $(CHARTS) | tr ' ' ',')}.pdf, each with its layout .json beside it;"
-	@echo "print them at 100 % (no scaling) and check the 100 mm scale bar with a ruler."
+	$(VENV)/bin/lenspsf demo --out out/demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -92,7 +92,9 @@ def run_demo(out_dir: str | Path, *, lens: str = _LENS, seed: int = _SEED,
     t0 = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model = calib.SimulatedCamera(lens, "small", seed=seed)
+    # A printed chart is continuous: render it at 3 samples per pixel so ~1 px dots are
+    # integrated over the pixel area rather than point-sampled.
+    model = calib.SimulatedCamera(lens, "small", seed=seed, render_oversample=3)
 
     progress("1/6 charts: designing a dots chart for the simulated camera's geometry")
     probe = targets.make_layout("dots", paper="A3", landscape=True)

@@ -18,7 +18,9 @@ from .._errors import CalibError
 
 # Subcommand modules in the order ``lenspsf --help`` lists them. A module is added
 # here only once its command works end to end.
-_COMMANDS: tuple[str, ...] = ("targets", "capture", "db", "edge", "restore", "report", "analyze", "psf")
+_COMMANDS: tuple[str, ...] = (
+    "targets", "capture", "analyze", "db", "report", "restore", "edge", "psf", "demo",
+)
 
 _USER_ERRORS = (targets.TargetError, CalibError, restore.RestoreError)
 
