@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, Self, runtime_checkable
@@ -156,11 +157,12 @@ class Camera(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
-class CameraBase:
+class CameraBase(ABC):
     """Context-manager plumbing shared by the backends."""
 
-    def close(self) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abstractmethod
+    def close(self) -> None:
+        """Release the camera."""
 
     def __enter__(self) -> Self:
         return self

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -295,7 +296,7 @@ def match_choice(generic: str | None, value: str, choices: tuple[str, ...]) -> s
 # ------------------------------------------------------------------------ focus drives
 
 
-class _FocusDrive:
+class _FocusDrive(ABC):
     """Moves the lens by counted steps; ``send(name, value)`` sets one checked widget.
 
     Positions count steps towards infinity from the near end stop; a move towards the
@@ -310,11 +311,13 @@ class _FocusDrive:
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.send, self.settle_s, self.rack_moves, self.sleep = send, settle_s, rack_moves, sleep
 
-    def step(self, count: int) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abstractmethod
+    def step(self, count: int) -> None:
+        """Move ``count`` steps (positive: away from the near end stop)."""
 
-    def rack_to_near_stop(self) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abstractmethod
+    def rack_to_near_stop(self) -> None:
+        """Drive to the near end stop, the reference of every position."""
 
 
 class _CanonDrive(_FocusDrive):
