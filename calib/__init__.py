@@ -51,7 +51,7 @@ from ._psf_dots import DotsPSF, dot_ellipse_px, estimate_psf_dots
 from ._psf_pattern import PatternPSF, estimate_psf_pattern
 from ._register import Registration, register_chart
 from ._pattern_register import PatternPSFResult, estimate_psf_from_pattern
-from ._analyze import AnalysisResult, analyze_images, analyze_session, estimate_noise_model, noise_from_darks
+from ._analyze import AnalysisResult, analyze_images, analyze_session, estimate_noise_model, noise_from_darks, noise_model_complete
 
 __all__ = [
     "CalibError",
@@ -117,6 +117,7 @@ __all__ = [
     "analyze_session",
     "noise_from_darks",
     "estimate_noise_model",
+    "noise_model_complete",
     "StripePatchResult",
     "StripeResult",
     "measure_stripes",

@@ -31,7 +31,10 @@ from ._psfmap import FLAG_FILLED, FLAG_NOISY, FLAG_SATURATED, PSFMap
 from ._records import CalibrationKey, MTFRecord, NoiseModel, ShotMetadata
 from ._register import Registration, measure_dot_centroids, register_chart
 
-__all__ = ["AnalysisResult", "analyze_images", "analyze_session", "estimate_noise_model", "noise_from_darks"]
+__all__ = [
+    "AnalysisResult", "analyze_images", "analyze_session", "estimate_noise_model", "noise_from_darks",
+    "noise_model_complete",
+]
 
 
 @dataclass(frozen=True)
@@ -121,39 +124,112 @@ def _average(imgs: list[LinearImage]) -> tuple[np.ndarray, np.ndarray]:
     return data, sat
 
 
-def estimate_noise_model(data: np.ndarray, channels: Sequence[str], *, block: int = 8) -> NoiseModel:
-    """Poisson-Gaussian noise from flat areas: variance = read^2 + gain * mean per channel.
+def estimate_noise_model(
+    data: np.ndarray, channels: Sequence[str], *, block: int = 8, repeat: np.ndarray | None = None
+) -> NoiseModel:
+    """Poisson-Gaussian noise from a chart photo: variance = read^2 + gain * mean per channel.
 
-    Flat blocks are those whose variance is among the lowest for their brightness;
-    a robust line through (mean, variance) gives read noise and gain.
+    Without ``repeat``, the noise of each ``block`` x ``block`` block is the variance left
+    after a quadratic surface fit (shading and blur gradients removed); per brightness bin,
+    a low quantile of those variances (corrected for its chi-square bias) picks the flat
+    blocks, and a line through the bins, refitted without bins far above it (blocks on dot
+    edges), gives read noise and gain. A dots chart needs only its black background and
+    the white quiet zones of its markers (or large dot cores) for this.
+    With ``repeat`` (a second shot of the same setting), pixel differences of the two shots
+    hold no chart structure at all, so every pixel counts.
+
+    Parameters
+    ----------
+    data : ndarray, shape (H, W, C)
+        One linear shot, 0..1.
+    channels : sequence of str
+    block : int, keyword-only
+        Block size in pixels.
+    repeat : ndarray, shape (H, W, C), optional, keyword-only
+        Another shot of the same scene and exposure.
+
+    Returns
+    -------
+    NoiseModel
+        ``gain`` is 0 in a channel where no brightness range was found to measure it;
+        such a model is incomplete (see :func:`noise_model_complete`).
     """
-    h, w = data.shape[:2]
-    hb, wb = h // block, w // block
     reads, gains = [], []
     for c in range(data.shape[2]):
-        x = data[: hb * block, : wb * block, c].reshape(hb, block, wb, block).transpose(0, 2, 1, 3)
-        x = x.reshape(hb * wb, block * block).astype(np.float64)
-        # Differences of neighbouring pixels cancel smooth structure (shading, blur).
-        d = np.diff(x.reshape(-1, block, block), axis=2).reshape(len(x), -1)
-        mean, var = x.mean(1), d.var(1) / 2
-        ok = (mean > 0) & (mean < 0.9)
-        mean, var = mean[ok], var[ok]
-        if len(mean) < 20:
-            reads.append(0.0)
-            gains.append(0.0)
-            continue
-        bins = np.quantile(mean, np.linspace(0, 1, 21))
-        mx, vy = [], []
-        for lo, hi in zip(bins[:-1], bins[1:]):
-            sel = (mean >= lo) & (mean <= hi)
-            if sel.sum() >= 5:
-                mx.append(np.median(mean[sel]))
-                vy.append(np.percentile(var[sel], 20))  # the flat blocks of this level
-        a = np.stack([np.ones(len(mx)), mx], 1)
-        coef = np.linalg.lstsq(a, np.asarray(vy), rcond=None)[0]
-        reads.append(float(np.sqrt(max(coef[0], 0.0))))
-        gains.append(float(max(coef[1], 0.0)))
+        if repeat is not None:
+            a, b = data[..., c].astype(np.float64), repeat[..., c].astype(np.float64)
+            mean, var = _block_mean(0.5 * (a + b), block), _block_mean(0.5 * (a - b) ** 2, block)
+            q_corr = 1.0  # block means of squared differences: no flat-block selection needed
+            q = None
+        else:
+            mean, var, dof = _block_residual_var(data[..., c], block)
+            q = 0.1
+            q_corr = float(_chi2_ppf(q, dof) / dof)
+        read2, gain = _fit_noise_line(mean, var, q, q_corr)
+        reads.append(float(np.sqrt(max(read2, 0.0))))
+        gains.append(float(max(gain, 0.0)))
     return NoiseModel(tuple(channels), np.asarray(reads), np.asarray(gains))
+
+
+def noise_model_complete(noise: NoiseModel | None) -> bool:
+    """True when ``noise`` has a measured (positive) gain and read noise in every channel."""
+    return noise is not None and bool(np.all(np.asarray(noise.gain) > 0)) and bool(
+        np.all(np.isfinite(noise.read_noise)))
+
+
+def _chi2_ppf(q: float, dof: int) -> float:
+    from scipy.stats import chi2  # noqa: PLC0415
+
+    return float(chi2.ppf(q, dof))
+
+
+def _block_mean(x: np.ndarray, block: int) -> np.ndarray:
+    h, w = x.shape
+    hb, wb = h // block, w // block
+    return x[: hb * block, : wb * block].reshape(hb, block, wb, block).mean(axis=(1, 3)).ravel()
+
+
+def _block_residual_var(x: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray, int]:
+    h, w = x.shape
+    hb, wb = h // block, w // block
+    b = x[: hb * block, : wb * block].astype(np.float64).reshape(hb, block, wb, block)
+    b = b.transpose(0, 2, 1, 3).reshape(hb * wb, block * block)
+    yy, xx = (g.ravel().astype(np.float64) for g in np.mgrid[:block, :block])
+    basis = np.stack([np.ones_like(xx), xx, yy, xx * xx, yy * yy, xx * yy], 1)
+    proj = basis @ np.linalg.pinv(basis)
+    res = b - b @ proj.T
+    dof = block * block - basis.shape[1]
+    return b.mean(1), (res**2).sum(1) / dof, dof
+
+
+def _fit_noise_line(mean, var, q, q_corr) -> tuple[float, float]:
+    """Read^2 and gain from per-block (mean, variance); (0, 0) when no range was found."""
+    # Fixed brightness bins: a dots chart is mostly black, so quantile bins would all sit at 0.
+    edges = np.r_[-np.inf, np.linspace(0.02, 0.95, 30)]
+    mx, vy = [], []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (mean > lo) & (mean <= hi)
+        if sel.sum() >= 10:
+            mx.append(float(np.median(mean[sel])))
+            v = var[sel]
+            vy.append(float(np.quantile(v, q) if q is not None else v.mean()) / q_corr)
+    mx_a, vy_a = np.asarray(mx), np.maximum(np.asarray(vy), 1e-20)
+    if len(mx_a) < 2 or np.ptp(mx_a) < 0.2:
+        return (float(vy_a.min()) if len(vy_a) else 0.0), 0.0
+    keep = np.ones(len(mx_a), bool)
+    coef = np.zeros(2)
+    for _ in range(5):
+        if keep.sum() < 2 or np.ptp(mx_a[keep]) < 0.2:
+            return float(coef[0]), 0.0
+        a = np.stack([np.ones(keep.sum()), mx_a[keep]], 1)
+        # relative errors: the variance of each bin is known to a fixed fraction
+        coef = np.linalg.lstsq(a / vy_a[keep, None], np.ones(keep.sum()), rcond=None)[0]
+        pred = coef[0] + coef[1] * mx_a
+        new = vy_a < 1.3 * np.maximum(pred, 1e-20)
+        if np.array_equal(new, keep):
+            break
+        keep = new
+    return float(coef[0]), float(coef[1])
 
 
 def _grid_nodes(w: int, h: int, grid: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
@@ -335,7 +411,12 @@ def analyze_images(
                                oversample=min(oversample or 2, 2), psf_size=psf_size or 15, progress=progress)
     else:
         method = "mtf"
-    noise = estimate_noise_model(data if len(imgs) == 1 else first.data, channels)
+    noise = estimate_noise_model(first.data, channels, repeat=imgs[1].data if len(imgs) > 1 else None)
+    if not noise_model_complete(noise):
+        # A gain of 0 would tell restore there is no shot noise; better no model at all.
+        notes = [*notes, "the sensor gain could not be measured on this chart (no flat bright areas); "
+                     "no noise model stored"]
+        noise = None
     return AnalysisResult(pm, reg, noise, meta, len(imgs), method, tuple(notes), lateral, mtf)
 
 
@@ -684,7 +765,8 @@ def analyze_session(
     ids = []
     for res, mtf, methods in merged:
         cal = Calibration(
-            key=res.key, psf_map=res.psf_map, noise=dark_noise or res.noise, mtf=mtf,
+            key=res.key, psf_map=res.psf_map,
+            noise=dark_noise if noise_model_complete(dark_noise) else res.noise, mtf=mtf,
             pixel_pitch_um=res.metadata.pixel_pitch_um,
             metadata={"distortion": res.registration.to_dict(), "method": res.method, "charts": methods,
                       "n_images": res.n_images, "session": str(session_dir), "notes": list(res.notes)},

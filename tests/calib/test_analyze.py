@@ -128,3 +128,32 @@ def test_edges_chart_gives_mtf_without_a_psf_map(rng):
     res = calib.analyze_images([img], layout, grid=GRID)
     assert res.psf_map is None and res.method == "mtf"
     assert any(m.method == "edge" for m in res.mtf)
+
+
+def test_noise_model_from_a_dots_chart_matches_the_sensor_truth(defocused):
+    # Black background and white marker quiet zones are the flat levels (no mid-grey patch).
+    model, shot, res = defocused[0], defocused[2], defocused[5]
+    truth = model.noise_model(shot.metadata.iso)
+    assert calib.noise_model_complete(res.noise)
+    np.testing.assert_allclose(res.noise.gain, truth.gain, rtol=0.1)
+    # (read noise is not compared: _shoot clips the black background at 0, halving its spread)
+
+
+def _poisson_gaussian_shot(scene, rng, *, read, gain):
+    return (scene + rng.standard_normal(scene.shape) * np.sqrt(read**2 + gain * scene)).astype(np.float32)
+
+
+def test_noise_model_from_two_repeated_shots_needs_no_flat_areas(rng):
+    # A smooth ramp with fine texture everywhere: no flat block, but the shots' difference is pure noise.
+    yy, xx = np.mgrid[:240, :360]
+    scene = np.clip(0.05 + 0.85 * xx / 360 + 0.05 * np.sin(xx * 0.9) * np.cos(yy * 1.3), 0, 1)[..., None]
+    a, b = (_poisson_gaussian_shot(scene, rng, read=0.001, gain=4e-5) for _ in range(2))
+    est = calib.estimate_noise_model(a, ("G",), repeat=b)
+    np.testing.assert_allclose(est.gain, [4e-5], rtol=0.1)
+    np.testing.assert_allclose(est.read_noise, [0.001], rtol=0.15)
+
+
+def test_noise_model_without_a_bright_level_is_incomplete(rng):
+    scene = np.full((240, 360, 1), 0.01)
+    est = calib.estimate_noise_model(_poisson_gaussian_shot(scene, rng, read=0.001, gain=4e-5), ("G",))
+    assert not calib.noise_model_complete(est)
