@@ -181,20 +181,29 @@ def inverse_filter(
     multiply per tile.
     """
     stack = otf.ndim == 3
-    wts = np.asarray(weight, np.float32).reshape((-1, 1, 1) if stack else ())
-    re, im = otf.real, otf.imag
-    d = re * re
-    d += im * im
-    d += prior * wts
-    np.reciprocal(d, out=d)
+    planes = otf if stack else otf[None]
+    wts = np.broadcast_to(np.asarray(weight, np.float32).reshape(-1), (len(planes),))
+    prior = np.broadcast_to(np.asarray(prior, np.float32), planes.shape[1:])
     if stack and channels_last:
         out = np.empty((*otf.shape[1:], otf.shape[0]), np.complex64)
         view = out.transpose(2, 0, 1)
     else:
-        out = view = np.empty(otf.shape, np.complex64)
-    np.multiply(re, d, out=view.real)
-    np.multiply(im, d, out=d)
-    np.negative(d, out=view.imag)
+        out = np.empty(otf.shape, np.complex64)
+        view = out if stack else out[None]
+    # One plane at a time through two reused buffers: no stack-sized temporaries
+    # (the build is memory-bound; it is the cold-start cost of every tile).
+    d = np.empty(planes.shape[1:], np.float32)
+    t = np.empty_like(d)
+    for c, h in enumerate(planes):
+        np.multiply(prior, wts[c], out=d)
+        np.square(h.real, out=t)
+        d += t
+        np.square(h.imag, out=t)
+        d += t
+        np.reciprocal(d, out=d)
+        np.multiply(h.real, d, out=view[c].real)
+        np.multiply(h.imag, d, out=t)
+        np.negative(t, out=view[c].imag)
     return out
 
 
