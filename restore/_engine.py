@@ -546,7 +546,8 @@ def restore_image(
         strength=strength,
         noise=est,
         tile=tile,
-        clip_level=clip_level,
+        # No clipped sample anywhere (counted in the validity pass): tiles skip their own check.
+        clip_level=clip_level if n_clipped else None,
         mask=mask,
         options=options,
     )

@@ -170,3 +170,16 @@ def test_true_soft_zoom_map_beats_the_best_single_psf_by_3db(soft_zoom_shot):
     m, img, obs = soft_zoom_shot
     mapped = psnr(restore_image(obs, m, method="wiener").image, img, border=12)
     assert mapped >= _best_single_psf(obs, img, m, "wiener") + 3.0
+
+
+def test_a_clipped_highlight_in_the_frame_grows_no_halo(noisy):
+    yy, xx = np.mgrid[:128, :160]
+    sun = np.hypot(yy - 64, xx - 80) < 10
+    img = np.where(sun, 3.0, 0.3).astype(np.float32)  # far brighter than white
+    m = constant_map(gaussian_psf(15, 2.0), 160, 128)
+    obs = np.minimum(noisy(blur_with_map(img, m)), 1.0).astype(np.float32)
+    ring = (np.hypot(yy - 64, xx - 80) > 14) & (np.hypot(yy - 64, xx - 80) < 24)
+    kept = restore_image(obs, m, noise=0.005, tile=96).image
+    ignored = restore_image(obs, m, noise=0.005, tile=96, saturated=False).image
+    halo = lambda out: float(np.abs(out[ring] - 0.3).mean())  # noqa: E731
+    assert halo(kept) < 0.7 * halo(ignored)
