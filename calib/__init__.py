@@ -5,6 +5,7 @@
 """
 from ._errors import CalibError
 from ._psfmap import FLAG_FILLED, FLAG_NOISY, FLAG_OK, FLAG_SATURATED, PSFMap
+from ._mtf_psf import field_direction, psf_map_mtf, psf_mtf
 from ._records import CalibrationKey, MTFRecord, NoiseModel, ShotMetadata
 from ._sim import (
     LENS_PROFILES,
@@ -54,6 +55,9 @@ from ._pattern_register import PatternPSFResult, estimate_psf_from_pattern
 from ._analyze import AnalysisResult, analyze_images, analyze_session, estimate_noise_model, noise_from_darks, noise_model_complete
 
 __all__ = [
+    "psf_mtf",
+    "psf_map_mtf",
+    "field_direction",
     "CalibError",
     "PSFMap",
     "ShotMetadata",

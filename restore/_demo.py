@@ -198,10 +198,8 @@ def _psf_errors(model: calib.SimulatedCamera, cal: calib.Calibration, distance_m
 
 def _mtf50_centre_corner(psf_map: calib.PSFMap) -> tuple[float, float]:
     """Green MTF50 at the node nearest the centre and averaged over the four corner nodes."""
-    from calib._mtf_psf import psf_map_mtf  # noqa: PLC0415  (not public: demo-only summary)
-
     g = psf_map.channel_index("G")
-    records = [r for r in psf_map_mtf(psf_map) if r.channel == psf_map.channels[g]]
+    records = [r for r in calib.psf_map_mtf(psf_map) if r.channel == psf_map.channels[g]]
     w, h = psf_map.image_size
     cx, cy = (w - 1) / 2, (h - 1) / 2
     radius = {id(r): np.hypot(r.x_px - cx, r.y_px - cy) for r in records}
