@@ -8,6 +8,7 @@ TIFF with the model's writer.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,9 @@ _ISOS = ("100", "200", "400", "800", "1600", "3200", "6400")
 _FORMATS = {"TIFF 16-bit RGB": False, "TIFF 16-bit raw mosaic": True}
 # Generic format names a session may ask for -> label.
 _FORMAT_ALIASES = {"raw": "TIFF 16-bit raw mosaic", "tiff": "TIFF 16-bit RGB"}
+# Framing per chart kind: charts with markers inside their field overfill the frame so
+# the field reaches the corners; the rest ("" = any other kind) are framed whole.
+_FRAMING = {"dots": 1.3, "noise": 1.3, "": 0.85}
 
 
 def _seconds(label: str) -> float:
@@ -49,10 +53,12 @@ class SimCamera(CameraBase):
         Seeds the sensor noise, so sessions are reproducible.
     model : SimulatedCamera, optional
         A ready model (``lens_profile``, ``sensor`` and ``seed`` are then ignored).
-    fill : float
+    fill : float or mapping of chart kind to float, optional
         Framing: the chart page's image spans this fraction of the frame's limiting
-        side. The default overfills the frame as a calibration should, so that dots
-        reach the corners while the markers inside the chart's field stay visible.
+        side, for every chart or per chart kind. By default dots and noise charts
+        overfill the frame (1.3) as a calibration should, so that the field reaches
+        the corners while the markers inside it stay visible; other kinds, whose
+        markers ring the sheet, are framed whole (0.85).
 
     Examples
     --------
@@ -64,16 +70,21 @@ class SimCamera(CameraBase):
 
     def __init__(self, *, lens_profile: str = "sharp-prime", sensor: Any = "small",
                  object_distance_m: float = 2.0, seed: int = 1, model: Any = None,
-                 fill: float = 1.3) -> None:
+                 fill: float | Mapping[str, float] | None = None) -> None:
         if model is None:
             from ._sim import SimulatedCamera  # heavy: only when a simulator is opened
 
             model = SimulatedCamera(lens_profile, sensor, seed=seed)
         if object_distance_m <= 0:
             raise CalibError(f"chart distance {object_distance_m} m must be positive")
-        if fill <= 0:
+        framing = dict(_FRAMING)
+        if isinstance(fill, Mapping):
+            framing.update(fill)
+        elif fill is not None:
+            framing = dict.fromkeys(framing, fill) | {"": fill}
+        if any(v <= 0 for v in framing.values()):
             raise CalibError(f"chart framing fill {fill} must be positive")
-        self.fill = float(fill)
+        self._framing = {k: float(v) for k, v in framing.items()}
         self.model = model
         self.object_distance_m = float(object_distance_m)
         self._scene: Any = None
@@ -153,6 +164,10 @@ class SimCamera(CameraBase):
             raise CalibError(f"focus position {position} is negative; positions count steps from the near end stop")
         self._focus = int(position)
 
+    def fill_for(self, layout: Any) -> float:
+        """The framing (``fill``) this camera uses for ``layout``'s chart kind."""
+        return self._framing.get(getattr(layout, "kind", ""), self._framing[""])
+
     def present_chart(self, layout: Any | None, *, name: str) -> str | None:
         """Put ``layout`` in front of the simulated camera (None: lens cap on)."""
         self._scene, self._scene_set = layout, True
@@ -170,7 +185,7 @@ class SimCamera(CameraBase):
         shot = self.model.shoot(
             scene, focus_position=self._focus, object_distance_m=self.object_distance_m,
             exposure_s=_seconds(self._values["shutter"]), iso=float(self._values["iso"]),
-            fill=self.fill,
+            fill=self.fill_for(scene),
         )
         self._shots += 1
         path = Path(folder) / f"{prefix}SIM_{self._shots:04d}.TIF"

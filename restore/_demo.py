@@ -96,7 +96,7 @@ def run_demo(out_dir: str | Path, *, lens: str = _LENS, seed: int = _SEED,
     # integrated over the pixel area rather than point-sampled.
     model = calib.SimulatedCamera(lens, "small", seed=seed, render_oversample=3)
 
-    progress("1/6 charts: designing a dots chart for the simulated camera's geometry")
+    progress("1/6 charts: a dots chart designed for the simulated camera's geometry, and an edges chart")
     probe = targets.make_layout("dots", paper="A3", landscape=True)
     fill = _dots_overfill(model, probe)
     distance_m = _filling_distance_m(model, probe, fill=fill)
@@ -106,16 +106,22 @@ def run_demo(out_dir: str | Path, *, lens: str = _LENS, seed: int = _SEED,
     )
     charts_dir = out / "charts"
     charts_dir.mkdir(exist_ok=True)
-    chart = targets.write_chart(layout, charts_dir / "dots.pdf")
-    progress(f"    {chart.chart} and its layout {chart.layout}")
+    # The edges chart gives slanted-edge MTF at every focus setting, which the report
+    # compares with the MTF of the PSFs measured from the dots.
+    charts = [
+        targets.write_chart(layout, charts_dir / "dots.pdf"),
+        targets.write_chart(targets.make_layout("edges", paper="A3", landscape=True), charts_dir / "edges.pdf"),
+    ]
+    for chart in charts:
+        progress(f"    {chart.chart} and its layout {chart.layout}")
 
     best = round(model.best_focus_position(distance_m))
     positions = [best + d for d in _FOCUS_OFFSETS]
     session_dir = out / "captures" / "demo"
-    progress(f"2/6 capture: shooting the chart at focus positions {positions} (+2 dark frames)")
-    with calib.SimCamera(model=model, object_distance_m=distance_m, fill=fill) as camera:
+    progress(f"2/6 capture: shooting the charts at focus positions {positions} (+2 dark frames)")
+    with calib.SimCamera(model=model, object_distance_m=distance_m, fill={"dots": fill}) as camera:
         calib.run_session(
-            camera, session_dir, charts=calib.load_charts([chart.layout]),
+            camera, session_dir, charts=calib.load_charts([c.layout for c in charts]),
             focus=calib.parse_focus_spec(",".join(map(str, positions))), darks=2,
             resume=(session_dir / "session.json").exists(), progress=progress,
         )

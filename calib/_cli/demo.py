@@ -9,7 +9,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo",
         help="run the whole path on the simulated camera and write a report",
         description=(
-            "Print a dots chart, shoot it with the simulated camera at three focus settings, "
+            "Print a dots and an edges chart, shoot them with the simulated camera at three focus settings, "
             "analyse the shots into a PSF database, restore an out-of-focus photo of a real "
             "scene with it, and write report.html; prints the figures measured against the "
             "simulator's ground truth."

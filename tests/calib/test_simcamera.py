@@ -79,3 +79,13 @@ def test_sim_session_shoots_each_focus_setting_without_prompting(model, tmp_path
                 for r in s.shots if r.kind == "chart"]
     assert recorded == [250, 300]
     assert s.verify() == []
+
+
+def test_framing_overfills_dots_charts_and_frames_edge_charts_whole(model):
+    cam = SimCamera(model=model)
+    assert cam.fill_for(targets.make_layout("dots")) > 1.0 > cam.fill_for(targets.make_layout("edges"))
+
+
+def test_framing_can_be_set_per_kind_or_for_every_chart(model):
+    assert SimCamera(model=model, fill={"edges": 0.7}).fill_for(targets.make_layout("edges")) == 0.7
+    assert SimCamera(model=model, fill=0.9).fill_for(targets.make_layout("dots")) == 0.9
