@@ -320,6 +320,8 @@ DOTS_REG = {1: 0.003, 2: 0.003, 3: 0.003, 4: 0.003}
 GATHER_DOTS = 40
 GATHER_SIGMA = 0.5
 GATHER_CORE = 12
+# Fit each node's PSF as varying linearly across its dots and read it at the node.
+LINEAR_FIELD = os.environ.get("LENSPSF_LINEAR", "1") == "1"
 
 
 def analyze_images(
@@ -510,6 +512,7 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
                 est = estimate_psf_dots(
                     data[y0:y1, x0:x1], cen - [x0, y0] + shift, dot_ellipse=e, size=psf_size,
                     oversample=s, mask=bad[y0:y1, x0:x1], weights=wts, reg=DOTS_REG[s], iterations=100,
+                    node_xy=(x - x0 + shift[0], y - y0 + shift[1]) if LINEAR_FIELD else None,
                 )
             except CalibError:
                 _progress(f"analyze: node ({j},{i}) at ({x:.0f},{y:.0f}): no usable dot, filled", progress)

@@ -110,6 +110,7 @@ def estimate_psf_dots(
     reg: float = 0.3,
     iterations: int = 300,
     weights: np.ndarray | None = None,
+    node_xy: tuple[float, float] | None = None,
 ) -> DotsPSF:
     """Estimate the local system PSF from dots at known sub-pixel centres.
 
@@ -143,6 +144,12 @@ def estimate_psf_dots(
     weights : ndarray (n,), optional, keyword-only
         Per-dot weight in the fit (e.g. falling with the distance from the field node,
         so a wide neighbourhood still describes the node).
+    node_xy : (x, y), optional, keyword-only
+        Field point (crop pixels) the PSF should describe. Given, the PSF is fitted as
+        varying linearly across the neighbourhood, ``P0 + dx Px + dy Py`` with (dx, dy)
+        each dot's offset from this point, and ``P0`` is returned: a one-sided
+        neighbourhood (a node at the frame edge) then still describes the node rather
+        than the centre of its dots.
 
     Returns
     -------
@@ -182,7 +189,7 @@ def estimate_psf_dots(
               for c in range(nc)]
     n_sat = n_noisy = 0
     dot_w = np.ones(len(centres)) if weights is None else np.asarray(weights, dtype=np.float64)
-    used, sigs, offs, amps, snrs, wts = [], [], [], [], [], []
+    used, sigs, offs, amps, snrs, wts, dpos = [], [], [], [], [], [], []
     for (cx, cy), wd in zip(centres, dot_w):
         ix, iy = int(round(cx)), int(round(cy))
         if ix - half < 0 or iy - half < 0 or ix + half >= w or iy + half >= h:
@@ -221,6 +228,7 @@ def estimate_psf_dots(
         offs.append(np.stack([tx[inner], ty[inner]], axis=1))
         amps.append(sig.sum(0))
         wts.append(np.full(int(inner.sum()), np.sqrt(max(float(wd), 0.0))))
+        dpos.append(np.broadcast_to([cx, cy], (int(inner.sum()), 2)))
     if not sigs:
         raise CalibError(
             f"no usable dot among {len(centres)} in this region ({n_sat} saturated, "
@@ -260,10 +268,25 @@ def estimate_psf_dots(
     ata = (amat.T @ amat).tocsr()
     scale = float(ata.diagonal().mean())
     grad = _grad_op(n)
-    hmat = (ata + (reg * scale) * (grad.T @ grad) + (1e-8 * scale) * sp.identity(n * n)).tocsc()
+    gtg = grad.T @ grad
+    nn = n * n
+    if node_xy is not None and len(sigs) >= 6:
+        # Linear field variation: columns for the slopes are the same samples scaled by
+        # their dot's offset from the node (in units of the neighbourhood's spread, for
+        # conditioning); P0 (the node's PSF) is the first block.
+        d = np.concatenate(dpos) - np.asarray(node_xy, dtype=np.float64)
+        ud = np.asarray(used) - np.asarray(node_xy, dtype=np.float64)
+        ell_len = float(np.sqrt((ud**2).sum(1).mean())) + 1e-9
+        d /= ell_len
+        amat = sp.hstack([amat, sp.diags(d[:, 0]) @ amat, sp.diags(d[:, 1]) @ amat]).tocsr()
+        ata = (amat.T @ amat).tocsr()
+        pen = sp.block_diag([reg * gtg, SLOPE_REG * (gtg + sp.identity(nn)), SLOPE_REG * (gtg + sp.identity(nn))])
+        hmat = (ata + scale * pen + (1e-8 * scale) * sp.identity(3 * nn)).tocsc()
+    else:
+        hmat = (ata + (reg * scale) * gtg + (1e-8 * scale) * sp.identity(nn)).tocsc()
     rhs = np.asarray(amat.T @ v)
     x = spla.splu(hmat).solve(rhs)
-    x = _nonneg_fista(hmat.tocsr(), rhs, x, iterations)
+    x = _nonneg_fista(hmat.tocsr(), rhs, x, iterations, n_constrained=nn)[:nn]
     coarse_all, fine_all = [], []
     for c in range(nc):
         p = x[:, c].reshape(n, n)
@@ -283,6 +306,11 @@ def estimate_psf_dots(
         n_noisy=n_noisy,
         snr=float(np.median(np.min(snrs, axis=1))),
     )
+
+
+# Penalty on the PSF's slopes across the field (linear-variation fit), relative to the
+# data energy: keeps them from absorbing noise where the dots barely constrain them.
+SLOPE_REG = 0.01
 
 
 def _background_plane(
@@ -370,10 +398,18 @@ def _keys(t: np.ndarray, a: float = -0.5) -> np.ndarray:
     return out
 
 
-def _nonneg_fista(hmat, rhs: np.ndarray, x0: np.ndarray, iterations: int) -> np.ndarray:
-    """Minimise 1/2 x^T H x - rhs^T x subject to x >= 0, from ``x0`` (accelerated projection)."""
-    x = np.clip(x0, 0, None)
-    if np.all(x0 >= 0):  # the unconstrained optimum is feasible: it is the answer
+def _nonneg_fista(hmat, rhs: np.ndarray, x0: np.ndarray, iterations: int,
+                  n_constrained: int | None = None) -> np.ndarray:
+    """Minimise 1/2 x^T H x - rhs^T x subject to x[:n_constrained] >= 0, from ``x0``."""
+    m = len(x0) if n_constrained is None else int(n_constrained)
+
+    def proj(z):
+        z = z.copy()
+        z[:m] = np.clip(z[:m], 0, None)
+        return z
+
+    x = proj(x0)
+    if np.all(x0[:m] >= 0):  # the unconstrained optimum is feasible: it is the answer
         return x
     v = np.random.default_rng(0).standard_normal(len(rhs))
     for _ in range(30):
@@ -382,7 +418,7 @@ def _nonneg_fista(hmat, rhs: np.ndarray, x0: np.ndarray, iterations: int) -> np.
     lip = float(v @ (hmat @ v)) * 1.05
     y, t = x.copy(), 1.0
     for _ in range(iterations):
-        x_new = np.clip(y - (hmat @ y - rhs) / lip, 0, None)
+        x_new = proj(y - (hmat @ y - rhs) / lip)
         t_new = 0.5 * (1 + np.sqrt(1 + 4 * t * t))
         y = x_new + ((t - 1) / t_new) * (x_new - x)
         x, t = x_new, t_new

@@ -76,3 +76,25 @@ def dot_scene(h: int, w: int, rng, *, diameter=1.0, pitch=17.3, margin=12, level
 
 def rel_l2(est: np.ndarray, truth: np.ndarray) -> float:
     return float(np.linalg.norm(est - truth) / np.linalg.norm(truth))
+
+
+def varying_dot_photo(h: int, w: int, rng, sigma_at_x, *, pitch=13.3, margin=10, level=0.9, bg=0.05):
+    """Dots whose system PSF widens across the field: ``sigma_at_x(x)`` gives the optics'
+    (sigma_x, sigma_y) at a dot's x. Each dot is rendered with its own PSF; returns
+    (photo, centres)."""
+    img = np.full((h, w), bg)
+    r = 6
+    t = np.arange(-r * FINE, r * FINE + 1) / FINE
+    gx, gy = np.meshgrid(t, t)
+    centres = []
+    for cy in np.arange(margin, h - margin, pitch):
+        for cx in np.arange(margin, w - margin, pitch):
+            x0, y0 = cx + rng.uniform(-0.5, 0.5), cy + rng.uniform(-0.5, 0.5)
+            centres.append((x0, y0))
+            ix, iy = int(round(x0)), int(round(y0))
+            # The disc on the fine grid around pixel (ix, iy), at its sub-pixel phase.
+            disc = ((gx - (x0 - ix)) ** 2 + (gy - (y0 - iy)) ** 2 <= 0.25).astype(float)
+            psf_fine, _ = system_psf(4, sigma=sigma_at_x(x0))
+            blurred = fftconvolve(disc * (level - bg), psf_fine / FINE**2, mode="same")
+            img[iy - r:iy + r + 1, ix - r:ix + r + 1] += blurred[::FINE, ::FINE]
+    return img + rng.standard_normal(img.shape) * np.sqrt(1.5e-4**2 + 3.3e-5 * img), np.array(centres)

@@ -56,3 +56,21 @@ def test_all_saturated_dots_raise_with_the_count_and_a_shorter_exposure(dots_pho
 def test_dot_ellipse_scales_the_jacobian_by_the_radius():
     e = dot_ellipse_px(0.5, np.array([[4.0, 0.0], [0.0, 2.0]]))
     np.testing.assert_allclose(e, [[1.0, 0.0], [0.0, 0.5]])
+
+
+def _sigma_at_x(x):
+    return (0.6 + 0.006 * x, 0.45 + 0.003 * x)
+
+
+def test_linear_field_fit_describes_a_node_at_the_edge_of_its_dots(rng):
+    # PSF widening across the field, node at the left edge: every dot lies to its right.
+    from _psf_synth import varying_dot_photo
+
+    image, centres = varying_dot_photo(120, 200, rng, _sigma_at_x)
+    node = (8.0, 60.0)
+    truth = system_psf(4, sigma=_sigma_at_x(node[0]))[1]
+    near = centres[np.argsort(np.hypot(*(centres - node).T))[:40]]
+    plain = estimate_psf_dots(image, near, dot_ellipse=1.0, size=9, oversample=3)
+    linear = estimate_psf_dots(image, near, dot_ellipse=1.0, size=9, oversample=3, node_xy=node)
+    print(rel_l2(plain.psf, truth), rel_l2(linear.psf, truth))
+    assert rel_l2(linear.psf, truth) < 0.5 * rel_l2(plain.psf, truth)
