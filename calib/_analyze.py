@@ -321,7 +321,7 @@ GATHER_DOTS = 40
 GATHER_SIGMA = 0.5
 GATHER_CORE = 12
 # Fit each node's PSF as varying linearly across its dots and read it at the node.
-LINEAR_FIELD = os.environ.get("LENSPSF_LINEAR", "1") == "1"
+LINEAR_FIELD = True
 
 
 def analyze_images(
