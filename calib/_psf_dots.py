@@ -285,7 +285,7 @@ def estimate_psf_dots(
     else:
         hmat = (ata + (reg * scale) * gtg + (1e-8 * scale) * sp.identity(nn)).tocsc()
     rhs = np.asarray(amat.T @ v)
-    x = spla.splu(hmat).solve(rhs)
+    x = spla.splu(hmat, permc_spec="MMD_AT_PLUS_A").solve(rhs)
     x = _nonneg_fista(hmat.tocsr(), rhs, x, iterations, n_constrained=nn)[:nn]
     coarse_all, fine_all = [], []
     for c in range(nc):
