@@ -72,5 +72,4 @@ def test_linear_field_fit_describes_a_node_at_the_edge_of_its_dots(rng):
     near = centres[np.argsort(np.hypot(*(centres - node).T))[:40]]
     plain = estimate_psf_dots(image, near, dot_ellipse=1.0, size=9, oversample=3)
     linear = estimate_psf_dots(image, near, dot_ellipse=1.0, size=9, oversample=3, node_xy=node)
-    print(rel_l2(plain.psf, truth), rel_l2(linear.psf, truth))
     assert rel_l2(linear.psf, truth) < 0.5 * rel_l2(plain.psf, truth)
