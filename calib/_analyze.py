@@ -639,13 +639,8 @@ def _noise_map(data, sat, channels, gi, layout, reg: Registration, *, grid, over
 
 
 def _undistort_to_mm(reg: Registration, hinv: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Recorded pixels -> chart mm (inverting the radial model by fixed-point iteration)."""
-    c = np.asarray(reg.centre_xy_px)
-    p = q.copy()
-    for _ in range(20):
-        d = p - c
-        rho2 = (d**2).sum(-1, keepdims=True) / reg.norm_radius_px**2
-        p = c + (q - c) / (1 + reg.k1 * rho2 + reg.k2 * rho2**2)
+    """Recorded pixels -> chart mm (the radial model inverted, then the homography)."""
+    p = reg.distortion.undistort(q)
     v = np.c_[p, np.ones(len(p))] @ hinv.T
     return v[:, :2] / v[:, 2:]
 

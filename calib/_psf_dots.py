@@ -26,6 +26,7 @@ from scipy.ndimage import map_coordinates
 from scipy.special import j1
 
 from ._errors import CalibError
+from ._psfmap import check_estimate_request
 
 __all__ = ["DotsPSF", "estimate_psf_dots", "dot_ellipse_px"]
 
@@ -160,11 +161,7 @@ def estimate_psf_dots(
     CalibError
         No usable dot (all saturated or too noisy, or outside the crop).
     """
-    s = int(oversample)
-    if size % 2 == 0 or size < 1:
-        raise CalibError(f"PSF size {size} must be odd and positive")
-    if s < 1:
-        raise CalibError(f"oversample {oversample} must be a positive integer")
+    s = check_estimate_request(size, oversample)
     image = np.asarray(image, dtype=np.float64)
     multi = image.ndim == 3
     img3 = image if multi else image[..., None]

@@ -26,6 +26,7 @@ import numpy as np
 import scipy.linalg
 
 from ._errors import CalibError
+from ._psfmap import check_estimate_request
 
 __all__ = ["PatternPSF", "estimate_psf_pattern"]
 
@@ -142,11 +143,7 @@ def estimate_psf_pattern(
     >>> round(float(est.psf[2, 2]), 3)
     1.0
     """
-    s = int(oversample)
-    if size % 2 == 0 or size < 1:
-        raise CalibError(f"PSF size {size} must be odd and positive")
-    if s < 1:
-        raise CalibError(f"oversample {oversample} must be a positive integer")
+    s = check_estimate_request(size, oversample)
     image = np.asarray(image, dtype=np.float64)
     sharp = np.asarray(sharp, dtype=np.float64)
     h, w = image.shape

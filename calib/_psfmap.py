@@ -141,3 +141,12 @@ def _bracket(nodes: np.ndarray, v: float) -> tuple[int, int, float]:
     j1 = int(np.searchsorted(nodes, v, side="right"))
     j0 = j1 - 1
     return j0, j1, float((v - nodes[j0]) / (nodes[j1] - nodes[j0]))
+
+
+def check_estimate_request(size: int, oversample: int) -> int:
+    """Check a PSF estimate's requested ``size`` (odd) and ``oversample`` (>= 1); return it as int."""
+    if size % 2 == 0 or size < 1:
+        raise CalibError(f"PSF size {size} must be odd and positive")
+    if int(oversample) < 1:
+        raise CalibError(f"oversample {oversample} must be a positive integer")
+    return int(oversample)

@@ -20,6 +20,7 @@ from scipy.optimize import least_squares
 
 import targets
 
+from ._distortion import RadialDistortion
 from ._errors import CalibError
 
 __all__ = ["Registration", "register_chart", "measure_dot_centroids"]
@@ -57,12 +58,14 @@ class Registration:
     n_points: int
     n_markers: int
 
+    @property
+    def distortion(self) -> RadialDistortion:
+        """The fitted radial distortion as a model (the simulator's truth uses the same)."""
+        return RadialDistortion(*self.centre_xy_px, self.norm_radius_px, self.k1, self.k2)
+
     def distort(self, xy: np.ndarray) -> np.ndarray:
         """Ideal (N, 2) pixel positions -> recorded positions."""
-        p = np.asarray(xy, dtype=np.float64)
-        d = p - self.centre_xy_px
-        rho2 = (d**2).sum(-1, keepdims=True) / self.norm_radius_px**2
-        return self.centre_xy_px + d * (1 + self.k1 * rho2 + self.k2 * rho2**2)
+        return self.distortion.distort(xy)
 
     def chart_to_image(self, mm: np.ndarray) -> np.ndarray:
         """Chart positions (N, 2) mm -> recorded (distorted) pixel positions (N, 2)."""
