@@ -17,7 +17,7 @@ import numpy as np
 import calib
 from targets import atomic_write
 
-from ._engine import restore_image
+from ._engine import check_image, restore_image
 from ._errors import RestoreError
 
 
@@ -161,6 +161,8 @@ def restore_file(
                 "name one with --camera and --lens"
             )
     calibration = db.find_for(meta, **overrides)
+    # Checked here too so that the sentence names the file rather than "the image".
+    check_image(img.data, name=str(src), clip_level=None)
     result = restore_image(
         img.data,
         calibration.psf_map,

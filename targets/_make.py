@@ -348,16 +348,40 @@ _KINDS: dict[str, Callable[..., _Content]] = {
 
 KINDS: tuple[str, ...] = tuple(_KINDS)
 
+# Each kind prints its own block of marker ids: a photo analysed with another kind's layout
+# then finds none of the expected markers (and can say which chart it shows) instead of
+# registering and yielding a calibration of nonsense.
+MARKER_IDS_PER_KIND = 50
+_MAX_RING_MARKERS = 38
+_MAX_INTERIOR = (4, 3)
+
+
+def marker_kind(marker_id: int) -> str | None:
+    """The chart kind whose block of ids holds ``marker_id`` (``None`` outside every block).
+
+    Examples
+    --------
+    >>> marker_kind(3), marker_kind(MARKER_IDS_PER_KIND + 3)
+    ('dots', 'stripes')
+    """
+    k = int(marker_id) // MARKER_IDS_PER_KIND
+    return KINDS[k] if 0 <= k < len(KINDS) else None
+
 
 # ---------------------------------------------------------------- page frame
 
-def _marker_ring(page_w: float, page_h: float, margin: float, size: float, quiet: float) -> list[Marker]:
+def _marker_ring(page_w: float, page_h: float, margin: float, size: float, quiet: float, *,
+                 first_id: int) -> list[Marker]:
     """Markers around the border: along the top and both sides; bottom corners only (footer between)."""
     lo_x, hi_x = margin + quiet, page_w - margin - quiet - size
     lo_y, hi_y = margin + quiet, page_h - margin - quiet - size
     spacing = max(60.0, 3.0 * size)
-    nx = max(2, math.ceil((hi_x - lo_x) / spacing) + 1)
-    ny = max(2, math.ceil((hi_y - lo_y) / spacing) + 1)
+    while True:  # wider spacing on very large pages keeps the ring inside the kind's id block
+        nx = max(2, math.ceil((hi_x - lo_x) / spacing) + 1)
+        ny = max(2, math.ceil((hi_y - lo_y) / spacing) + 1)
+        if nx + 2 * ny - 2 <= _MAX_RING_MARKERS:
+            break
+        spacing *= 1.1
     xs = np.linspace(lo_x, hi_x, nx)
     ys = np.linspace(lo_y, hi_y, ny)
     spots = [(x, lo_y) for x in xs]  # top row, left to right
@@ -368,7 +392,7 @@ def _marker_ring(page_w: float, page_h: float, margin: float, size: float, quiet
     for k, (x, y) in enumerate(spots):
         x, y = round(float(x), 6), round(float(y), 6)
         corners = ((x, y), (x + size, y), (x + size, y + size), (x, y + size))
-        markers.append(Marker(k, corners))
+        markers.append(Marker(first_id + k, corners))
     return markers
 
 
@@ -377,8 +401,9 @@ _INTERIOR_MARKER_KINDS = ("dots", "noise")
 
 def _interior_markers(box: _Box, size: float, quiet: float, *, first_id: int) -> list[Marker]:
     """Markers at the thirds of the content box (2 x 2 on small pages, more on large ones)."""
-    nx = max(2, round(box.w / 150.0))
-    ny = max(2, round(box.h / 150.0))
+    wide = box.w >= box.h
+    nx = min(_MAX_INTERIOR[0 if wide else 1], max(2, round(box.w / 150.0)))
+    ny = min(_MAX_INTERIOR[1 if wide else 0], max(2, round(box.h / 150.0)))
     out = []
     for j in range(ny):
         for i in range(nx):
@@ -464,7 +489,8 @@ def make_layout(kind: str, *, paper: str = "A4", landscape: bool = False,
 
     size = float(np.clip(round(min(page_w, page_h) / 10.0), 12.0, 45.0))
     quiet = size / _MARKER_MODULES * _QUIET_MODULES
-    markers = _marker_ring(page_w, page_h, margin, size, quiet)
+    id0 = KINDS.index(kind) * MARKER_IDS_PER_KIND
+    markers = _marker_ring(page_w, page_h, margin, size, quiet, first_id=id0)
     band = margin + 2 * quiet + size
     gap = 2.0
     box = _Box(band + gap, band + gap, page_w - band - gap, page_h - band - gap)
@@ -479,7 +505,7 @@ def make_layout(kind: str, *, paper: str = "A4", landscape: bool = False,
     # Uniform fields (dots, noise) also carry markers inside, so registration holds
     # locally where lens distortion bends a single homography.
     if kind in _INTERIOR_MARKER_KINDS:
-        inner = _interior_markers(box, size, quiet, first_id=len(markers))
+        inner = _interior_markers(box, size, quiet, first_id=id0 + len(markers))
         markers += inner
         keep_out = (content.params.get("max_psf_px", 0.0) * content.params.get("phase_unit_mm", 0.0)
                     + content.params.get("dot_mm", 0.0))

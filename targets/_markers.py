@@ -31,12 +31,16 @@ class MarkerMatch:
         The same corners in the image, pixels (origin at the top-left pixel centre).
     n_expected : int
         Markers the layout holds.
+    foreign_ids : tuple of int
+        Markers of the same dictionary found in the image that the layout does not hold
+        (another chart's: see :func:`targets.marker_kind`).
     """
 
     ids: tuple[int, ...]
     chart_mm: np.ndarray
     image_px: np.ndarray
     n_expected: int
+    foreign_ids: tuple[int, ...] = ()
 
     @property
     def n_found(self) -> int:
@@ -196,10 +200,13 @@ def find_markers(image: np.ndarray, layout: Layout, *, refine: bool = True) -> M
     corners, ids, _ = _detector(layout.markers.dictionary).detectMarkers(u8)
     by_id = {m.id: m for m in layout.markers.items}
     candidates: dict[int, list[np.ndarray]] = {}
+    foreign: set[int] = set()
     if ids is not None:
         for c, i in zip(corners, ids.ravel()):
             if int(i) in by_id:
                 candidates.setdefault(int(i), []).append(c.reshape(4, 2).astype(np.float64))
+            else:
+                foreign.add(int(i))
     chosen = {i: c[0] for i, c in candidates.items() if len(c) == 1}
     repeated = {i: c for i, c in candidates.items() if len(c) > 1}
     if repeated and len(chosen) >= 2:
@@ -230,4 +237,4 @@ def find_markers(image: np.ndarray, layout: Layout, *, refine: bool = True) -> M
         px.append(c)
     chart_mm = np.concatenate(chart) if chart else np.zeros((0, 2))
     image_px = np.concatenate(px) if px else np.zeros((0, 2))
-    return MarkerMatch(tuple(found), chart_mm, image_px, len(by_id))
+    return MarkerMatch(tuple(found), chart_mm, image_px, len(by_id), tuple(sorted(foreign)))

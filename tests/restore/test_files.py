@@ -153,3 +153,40 @@ def test_photos_restore_as_tasks_on_a_local_cluster_like_locally(tmp_path):
     assert [r.source for r in remote] == photos and len(lines) == 2
     for a, b in zip(local, remote):
         assert np.array_equal(tifffile.imread(a.output), tifffile.imread(b.output))
+
+
+def _float_photo(tmp_path, name, fill):
+    img = scene("astronaut", (64, 96), rgb=True).astype(np.float32)
+    fill(img)
+    path = tmp_path / name
+    tifffile.imwrite(path, img, photometric="rgb")
+    return path
+
+
+def test_a_photo_holding_nan_is_refused_naming_the_file(tmp_path):
+    db = _db(tmp_path)
+    photo = _float_photo(tmp_path, "nan.tif", lambda a: a.__setitem__((5, 7, 1), np.nan))
+    with pytest.raises(RestoreError, match=r"nan\.tif.*NaN"):
+        restore_files([photo], db=db, out_dir=tmp_path / "o", log=lambda s: None)
+    assert not list((tmp_path / "o").glob("*"))
+
+
+def test_a_photo_with_strongly_negative_values_is_refused_naming_the_file(tmp_path, capsys):
+    db = _db(tmp_path)
+    photo = _float_photo(tmp_path, "neg.tif", lambda a: a.__setitem__((slice(0, 8), slice(None)), -0.5))
+    assert main(["restore", str(photo), "--db", str(db), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "neg.tif" in err and "below black" in err and "Traceback" not in err
+    assert not list((tmp_path / "o").glob("*"))
+
+
+def test_a_gamma_encoded_jpeg_restores_with_a_not_linear_warning(tmp_path):
+    from PIL import Image
+
+    db = _db(tmp_path)
+    img = (scene("astronaut", (64, 96), rgb=True) * 255).astype(np.uint8)
+    photo = tmp_path / "shot.jpg"
+    Image.fromarray(img).save(photo, quality=95)
+    with pytest.warns(calib.GammaEncodedWarning, match="shot.jpg"):
+        (out,) = restore_files([photo], db=db, out_dir=tmp_path / "o", log=lambda s: None)
+    assert out.output.exists()

@@ -80,3 +80,11 @@ def test_screen_layout_has_the_screen_size():
     layout = make_layout("stripes", screen_px="1920x1080px", pixel_pitch_mm=0.25)
     assert layout.page_mm == pytest.approx((480.0, 270.0))
     assert layout.screen.width_px == 1920
+
+
+@pytest.mark.parametrize("paper", ["A4", "300x200mm", "2000x1500mm"])
+def test_each_kind_prints_marker_ids_only_from_its_own_block(paper):
+    for kind in targets.KINDS:
+        ids = [m.id for m in make_layout(kind, paper=paper).markers.items]
+        assert len(set(ids)) == len(ids)
+        assert {targets.marker_kind(i) for i in ids} == {kind}

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from targets import find_markers, make_layout, read_chart_png, write_chart
+from targets import find_markers, make_layout, marker_kind, read_chart_png, write_chart
 
 
 def _apply(h, xy):
@@ -69,3 +69,11 @@ def test_too_few_markers_is_one_clear_sentence(photo):
     layout, img, _ = photo
     with pytest.raises(TargetError, match="markers were found"):
         find_markers(np.zeros_like(img) + np.linspace(0, 1, img.shape[1])[None, :], layout).homography()
+
+
+def test_another_kinds_layout_finds_none_of_its_markers_and_reports_the_photos_kind(photo):
+    layout, img, _ = photo
+    noise = make_layout("noise", paper="A4", dpi=300)
+    match = find_markers(img, noise)
+    assert match.n_found == 0
+    assert {marker_kind(i) for i in match.foreign_ids} == {layout.kind}
