@@ -150,6 +150,22 @@ def _params_to_model(params: np.ndarray):
     return h, params[8], params[9]
 
 
+def _check_marker_geometry(match: targets.MarkerMatch, h: np.ndarray, source: str, layout_name: str) -> None:
+    """Refuse markers that do not sit where the layout puts them (a chart of another size).
+
+    Lens distortion moves marker corners off a single homography by a few pixels at most;
+    a quarter of a marker side is far beyond that and far below what a wrong paper size gives.
+    """
+    q = np.column_stack([match.chart_mm, np.ones(len(match.chart_mm))]) @ h.T
+    miss = np.hypot(*(q[:, :2] / q[:, 2:] - match.image_px).T)
+    side = float(np.median(np.hypot(*(match.image_px[1::4] - match.image_px[0::4]).T)))
+    if float(np.median(miss)) > 0.25 * side:
+        raise CalibError(
+            f"the markers in {source} do not sit where {layout_name} puts them (off by "
+            f"{float(np.median(miss)):.0f} px); is this the chart in {layout_name}, printed at the same paper size?"
+        )
+
+
 def register_chart(
     image: np.ndarray,
     layout: targets.Layout,
@@ -190,12 +206,20 @@ def register_chart(
             f"is this the chart in {layout_name}?"
         ) from None
     if match.n_found < 2:
+        other = [k for k in map(targets.marker_kind, match.foreign_ids) if k is not None and k != layout.kind]
+        if len(other) >= 2:
+            kind = max(set(other), key=other.count)
+            raise CalibError(
+                f"{source} shows a lenspsf {kind} chart, not the {layout.kind} chart in {layout_name}; "
+                f"pass the layout JSON of the {kind} chart that was photographed"
+            )
         raise CalibError(
             f"chart not found in {source}: {match.n_found} of {n_expected} markers detected; "
             f"is this the chart in {layout_name}?"
         )
     h0 = match.homography()
     h0 = h0 / h0[2, 2]
+    _check_marker_geometry(match, h0, source, layout_name)
     centre = ((w_img - 1) / 2.0, (h_img - 1) / 2.0)
     norm = float(np.hypot(w_img / 2.0, h_img / 2.0))
     base = Registration(h0, centre, norm, 0.0, 0.0, 0.0, 0.0, 0, match.n_found)

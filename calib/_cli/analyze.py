@@ -53,37 +53,40 @@ def run(args: argparse.Namespace) -> int:
             f"{first} is not a capture session folder; for single photos name their chart with --chart NAME.json"
         )
     # Opened first: a locked database or one of a newer schema fails before the slow part.
+    created = not Path(args.db).exists()
     db = calib.PSFDatabase.open(args.db, create=True)
-    if is_session:
-        try:
-            ids = calib.analyze_session(first, db=db, replace=args.replace, grid=grid,
-                                        oversample=args.oversample, progress=True)
-        finally:
-            db.close()
-    else:
-        try:
-            res = calib.analyze_images(args.inputs, args.chart, focus_position=args.focus, grid=grid,
-                                       oversample=args.oversample, progress=True)
-        except BaseException:
-            db.close()
-            raise
-        if res.psf_map is None:
-            db.close()
-            raise calib.CalibError(
-                f"{args.chart} is an edges/stripes chart: the database stores MTF with a PSF map, so "
-                "analyse a dots, noise or combo chart (or a capture session holding one at this setting)"
-            )
-        cal = calib.Calibration(
-            key=res.key, psf_map=res.psf_map, noise=res.noise, mtf=res.mtf,
-            pixel_pitch_um=res.metadata.pixel_pitch_um,
-            metadata={"distortion": res.registration.to_dict(), "method": res.method,
-                      "n_images": res.n_images, "notes": list(res.notes)},
-        )
-        try:
-            ids = [db.add(cal, replace=args.replace)]
-        finally:
-            db.close()
-        for note in res.notes:
-            print(f"lenspsf: note: {note}", file=sys.stderr)
+    try:
+        ids = _analyze_into(db, args, grid, first, is_session)
+    except BaseException:
+        empty = created and not db.summaries()
+        db.close()
+        if empty:  # a failed first run leaves no empty database behind; stored work is kept
+            Path(args.db).unlink(missing_ok=True)
+        raise
+    db.close()
     print(f"stored {len(ids)} calibration(s) in {args.db}: ids {', '.join(map(str, ids))}")
     return 0
+
+
+def _analyze_into(db: calib.PSFDatabase, args: argparse.Namespace, grid: tuple[int, int] | None, first: Path,
+                  is_session: bool) -> list[int]:
+    if is_session:
+        return calib.analyze_session(first, db=db, replace=args.replace, grid=grid,
+                                     oversample=args.oversample, progress=True)
+    res = calib.analyze_images(args.inputs, args.chart, focus_position=args.focus, grid=grid,
+                               oversample=args.oversample, progress=True)
+    if res.psf_map is None:
+        raise calib.CalibError(
+            f"{args.chart} is an edges/stripes chart: the database stores MTF with a PSF map, so "
+            "analyse a dots, noise or combo chart (or a capture session holding one at this setting)"
+        )
+    cal = calib.Calibration(
+        key=res.key, psf_map=res.psf_map, noise=res.noise, mtf=res.mtf,
+        pixel_pitch_um=res.metadata.pixel_pitch_um,
+        metadata={"distortion": res.registration.to_dict(), "method": res.method,
+                  "n_images": res.n_images, "notes": list(res.notes)},
+    )
+    ids = [db.add(cal, replace=args.replace)]
+    for note in res.notes:
+        print(f"lenspsf: note: {note}", file=sys.stderr)
+    return ids

@@ -93,3 +93,67 @@ def test_corrupt_photo_exits_2_naming_it_and_leaves_the_database_untouched(sessi
     assert main(["analyze", str(bad), "--chart", str(chart), "--db", str(db_path)]) == 2
     assert "broken.tif" in capsys.readouterr().err
     assert _digest(db_path) == before
+
+
+def test_another_kinds_layout_names_the_chart_the_photo_shows(session, tmp_path, capsys):
+    root, _chart, _model = session
+    wrong = tmp_path / "noise.json"
+    targets.save_layout(targets.make_layout("noise", paper="300x200mm"), wrong)
+    db_path = tmp_path / "lens.psfdb"
+    photo = next((root / "sess").glob("dots_*"))
+    assert main(["analyze", str(photo), "--chart", str(wrong), "--db", str(db_path), "--focus", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "shows a lenspsf dots chart, not the noise chart" in err and "Traceback" not in err
+    assert not db_path.exists()
+
+
+def test_a_layout_of_another_paper_size_is_refused(session, tmp_path, capsys):
+    root, _chart, _model = session
+    wrong = tmp_path / "dots_a4.json"
+    targets.save_layout(targets.make_layout("dots", paper="A4"), wrong)
+    db_path = tmp_path / "lens.psfdb"
+    photo = next((root / "sess").glob("dots_*"))
+    assert main(["analyze", str(photo), "--chart", str(wrong), "--db", str(db_path), "--focus", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "do not sit where" in err and "dots_a4.json" in err
+    assert not db_path.exists()
+
+
+def test_photos_of_two_cameras_in_one_run_are_refused_naming_both(session, tmp_path, capsys):
+    import json
+
+    import tifffile
+
+    root, chart, _model = session
+    photo = next((root / "sess").glob("dots_*"))
+    other = tmp_path / "other.tif"
+    with tifffile.TiffFile(photo) as t:
+        data, desc = t.pages[0].asarray(), json.loads(t.pages[0].description)
+    desc["lenspsf"]["camera"], desc["lenspsf"]["serial"] = "Other Camera", "999"
+    tifffile.imwrite(other, data, photometric="rgb", description=json.dumps(desc))
+    db_path = tmp_path / "lens.psfdb"
+    assert main(["analyze", str(photo), str(other), "--chart", str(chart), "--db", str(db_path)]) == 2
+    err = capsys.readouterr().err
+    assert "other.tif" in err and "another camera" in err
+    assert not db_path.exists()
+
+
+def test_a_locked_database_exits_2_and_is_left_untouched(session, tmp_path, capsys):
+    import sqlite3
+
+    root, chart, _model = session
+    db_path = tmp_path / "lens.psfdb"
+    calib.PSFDatabase.open(db_path, create=True).close()
+    before = _digest(db_path)
+    photo = next((root / "sess").glob("dots_*"))
+    holder = sqlite3.connect(db_path)
+    holder.execute("BEGIN EXCLUSIVE")  # another program in the middle of writing
+    try:
+        args = ["analyze", str(photo), "--chart", str(chart), "--db", str(db_path), "--grid", "1x2", "--oversample", "1"]
+        assert main(args) == 2
+    finally:
+        holder.rollback()
+        holder.close()
+    err = capsys.readouterr().err
+    assert "locked" in err and "lens.psfdb" in err
+    assert _digest(db_path) == before
