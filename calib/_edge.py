@@ -11,7 +11,11 @@ FFT), with three choices of our own that keep the result unbiased to about 1 %:
   where every sample lands on the same phase) and divided out, as is the exact
   transfer function of the finite difference;
 * the analysed span around the edge adapts to the measured edge width, and a Tukey
-  window leaves the central part of the LSF untouched.
+  window leaves the central part of the LSF untouched;
+* on linear data, the LSF beyond its core (1.2 rise distances) is low-passed, since
+  a lens's LSF is smooth there and those samples carry mostly noise, and the expected
+  noise power (propagated from the measured noise of the flat sides) is subtracted
+  from the squared SFR, so the SFR's high-frequency end does not read a noise floor.
 
 For a mosaic (CFA) image the edge is fitted on the mosaic after equalising the four
 sites, and each colour's ESF is built from its own photosites only.
@@ -339,6 +343,76 @@ def _binning_transfer(phase: np.ndarray, freq: np.ndarray) -> np.ndarray:
     return np.hypot(np.cos(arg) @ wts, np.sin(arg) @ wts)
 
 
+# LSF tails: Gaussian smoothing sigma (px) applied beyond the core, and the width (px)
+# of the cosine transition from the core to the smoothed tails.
+_TAIL_SMOOTH_PX = 1.0
+_TAIL_TRANSITION_PX = 1.0
+# Half-width of the LSF core in 10-90 % rise distances of the ESF (a Gaussian LSF is
+# below 1e-5 of its peak there).
+_CORE_PER_RISE = 1.2
+
+
+def _smooth_tails(lsf: np.ndarray, pos: np.ndarray, core_px: float, step: float) -> np.ndarray:
+    """Keep the LSF core as measured and low-pass its tails.
+
+    Far from the edge the LSF of a lens is small and smooth (flare, a slow roll-off),
+    so its content there lies at low frequencies, while the noise of those samples
+    spreads evenly over all frequencies and dominates the SFR's high-frequency end.
+    A Gaussian of _TAIL_SMOOTH_PX (transfer 0.82 at 0.1 c/p, 0.29 at 0.25 c/p) keeps
+    the tails' low-frequency part and removes most of their noise above. Works on
+    1-D vectors and, along axis 0, on matrices (the noise propagation uses that).
+    """
+    from scipy.ndimage import gaussian_filter1d
+
+    t = np.clip((np.abs(pos) - core_px) / _TAIL_TRANSITION_PX, 0.0, 1.0)
+    w_tail = 0.5 * (1 - np.cos(np.pi * t))
+    if lsf.ndim == 2:
+        w_tail = w_tail[:, None]
+    tail = lsf * w_tail
+    return lsf * (1 - w_tail) + gaussian_filter1d(tail, _TAIL_SMOOTH_PX / step, axis=0, mode="constant")
+
+
+def _noise_power(
+    values: np.ndarray,
+    dist: np.ndarray,
+    esf: np.ndarray,
+    counts: np.ndarray,
+    half_px: float,
+    core_px: float,
+    step: float,
+    operator: Callable[[np.ndarray], np.ndarray],
+    freq_out: np.ndarray,
+) -> np.ndarray:
+    """Expected |DFT|^2 of the noise in the processed LSF at ``freq_out`` (not normalised).
+
+    The noise variance per sample is taken as linear in the signal level (read noise
+    plus shot noise), fitted to the residuals about the ESF on the two flat sides
+    beyond the LSF core, where the ESF model is exact; each bin's mean then has that
+    variance over its count. The processing after binning (difference, window, tail
+    smoothing) is linear, so the variance propagates exactly through its matrix.
+    Returns zeros when either side has too few samples to tell.
+    """
+    nb = len(esf)
+    centres = (np.arange(nb) + 0.5) * step - half_px
+    model = np.interp(dist, centres, esf)
+    resid = values - model
+    var_lv = []
+    for side in (dist < -core_px, dist > core_px):
+        side &= np.abs(dist) < half_px
+        if side.sum() < 20:
+            return np.zeros(len(freq_out))
+        var_lv.append((float(np.mean(model[side])), float(np.var(resid[side]))))
+    (l0, v0), (l1, v1) = var_lv
+    slope = (v1 - v0) / (l1 - l0) if abs(l1 - l0) > 1e-9 else 0.0
+    var_sample = np.clip(v0 + slope * (esf - l0), min(v0, v1), max(v0, v1))
+    var_bin = var_sample / np.maximum(counts, 1.0)
+    # Response of the processed LSF to a unit change of each ESF bin.
+    resp = operator(np.eye(nb))  # (n_lsf, nb)
+    x = (np.arange(resp.shape[0]) + 1.0) * step
+    dft = np.exp(-2j * np.pi * np.outer(freq_out, x)) @ resp  # (F, nb)
+    return (np.abs(dft) ** 2) @ var_bin
+
+
 def _sfr_one(
     values: np.ndarray,
     dist: np.ndarray,
@@ -346,8 +420,12 @@ def _sfr_one(
     oversample: int,
     window: str,
     freq_out: np.ndarray,
+    core_px: float | None = None,
 ) -> tuple[np.ndarray, float, float, float, int]:
     """SFR on ``freq_out`` from samples ``values`` at normal distances ``dist``.
+
+    ``core_px``: half-width of the LSF core kept as measured; beyond it the LSF is
+    low-passed (see :func:`_smooth_tails`). None keeps the whole LSF as measured.
 
     Returns (sfr, step height, LSF centroid offset px, residual noise estimate, empty bins).
     """
@@ -365,7 +443,14 @@ def _sfr_one(
     # Symmetric window around the centroid: shift the window, not the data.
     pos = centres - offset
     wfull = np.interp(pos, np.linspace(-half_px, half_px, 4 * nb + 1), win_fn(4 * nb + 1), left=0.0, right=0.0)
-    lsf_w = lsf * wfull
+    smooth = core_px is not None and core_px < half_px
+
+    def operator(esf_like: np.ndarray) -> np.ndarray:
+        """ESF bins -> processed LSF (difference, window, tail smoothing); linear."""
+        lw = np.diff(esf_like, axis=0) * (wfull if esf_like.ndim == 1 else wfull[:, None])
+        return _smooth_tails(lw, pos, core_px, step) if smooth else lw
+
+    lsf_w = operator(esf)
     n_fft = max(4096, 1 << int(np.ceil(np.log2(len(lsf_w) * 4))))
     spec = np.abs(np.fft.rfft(lsf_w, n_fft))
     f = np.fft.rfftfreq(n_fft, d=step)
@@ -375,6 +460,13 @@ def _sfr_one(
     # on the output grid only (both transfers are smooth on its 0.01 c/p scale).
     corr = np.abs(np.sinc(freq_out * step)) * _binning_transfer(phase, freq_out)
     out = np.interp(freq_out, f, spec / spec[0]) / np.clip(corr, 0.1, None)
+    if smooth:
+        # |signal + noise| is biased up by the noise where the signal is small (the
+        # SFR's high-frequency end would read a noise floor, not the MTF): subtract the
+        # expected noise power, computed from the measured noise, in the power domain.
+        npow = _noise_power(values, dist, esf, counts, half_px, core_px, step, operator, freq_out)
+        npow = npow / spec[0] ** 2 / np.clip(corr, 0.1, None) ** 2
+        out = np.sqrt(np.clip(out**2 - npow, 0.0, None))
     contrast = float(np.mean(esf[-oversample * 2:]) - np.mean(esf[: oversample * 2]))
     # Noise: the spread of samples about the binned ESF far from the edge.
     far = np.abs(dist) > half_px * 0.6
@@ -564,18 +656,21 @@ def measure_edge(
     # The span analysed on each side: several 10-90 % rise distances of the luminance
     # ESF, never less than _MIN_HALF_SPAN_PX (which keeps moderate flare tails in).
     avail = float(min(np.percentile(np.abs(geo.dist), 99.5), max(w, 8) / 2 + 2))
+    core = None
     if half_width_px is None and not linear:
         # Gamma-encoded data read as they are: the reference-comparison mode, where the
         # reference tools analyse the whole ROI; do the same.
         half = avail
-    elif half_width_px is None:
+    else:
         esf0, *_ = _esf(T(geo_img).ravel(), geo.dist.ravel(), min(avail, 24.0), oversample)
         lo, hi = np.percentile(esf0, [2, 98])
         c = (esf0 - lo) / max(hi - lo, 1e-12)
         rise = max((np.argmax(c > 0.9) - np.argmax(c > 0.1)) / oversample, 0.5)
-        half = float(np.clip(_SPAN_PER_RISE * rise, min(_MIN_HALF_SPAN_PX, avail), avail))
-    else:
-        half = float(half_width_px)
+        if half_width_px is None:
+            half = float(np.clip(_SPAN_PER_RISE * rise, min(_MIN_HALF_SPAN_PX, avail), avail))
+        else:
+            half = float(half_width_px)
+        core = _CORE_PER_RISE * rise + _TAIL_TRANSITION_PX
     # Stay clear of where the line leaves the working region in every row.
     freq = np.round(np.arange(0.0, _FREQ_MAX_CPP + 1e-9, _FREQ_STEP_CPP), 10)
 
@@ -595,7 +690,7 @@ def measure_edge(
         d = dist_all if m is None else dist_all[m]
         vv = v.ravel() if m is None else v[m]
         dd = d.ravel()
-        sfr, step_h, off, noise, n_empty = _sfr_one(vv, dd, half, oversample, window, freq)
+        sfr, step_h, off, noise, n_empty = _sfr_one(vv, dd, half, oversample, window, freq, core)
         fl = list(base_flags)
         if abs(step_h) < 0.05 or (noise > 0 and abs(step_h) / noise < 10):
             fl.append(FLAG_LOW_CONTRAST)
