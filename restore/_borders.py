@@ -28,25 +28,41 @@ def reflect_indices(start: int, stop: int, n: int) -> np.ndarray:
 
 
 def extract_reflected(
-    image: np.ndarray, y0: int, y1: int, x0: int, x1: int
+    image: np.ndarray, y0: int, y1: int, x0: int, x1: int, *, out: np.ndarray | None = None
 ) -> np.ndarray:
     """``image[y0:y1, x0:x1]`` with out-of-frame samples mirrored in from inside.
 
-    A plain (copied) slice when the window lies inside the frame.
+    A plain (copied) slice when the window lies inside the frame. ``out`` (float32,
+    the window's shape) receives the window when given: a reused buffer costs no
+    fresh pages per tile.
     """
     h, w = image.shape[:2]
+    shape = (y1 - y0, x1 - x0) + image.shape[2:]
+    if out is None:
+        out = np.empty(shape, np.float32)
     if y0 >= 0 and x0 >= 0 and y1 <= h and x1 <= w:
-        return np.array(image[y0:y1, x0:x1], dtype=np.float32)
+        out[...] = image[y0:y1, x0:x1]
+        return out
     iy0, iy1, ix0, ix1 = max(y0, 0), min(y1, h), max(x0, 0), min(x1, w)
-    if iy0 < iy1 and ix0 < ix1 and y1 - y0 <= 2 * h and x1 - x0 <= 2 * w:
-        # Mirror only the in-frame part of the window (a fancy index would copy whole rows).
-        inner = np.asarray(image[iy0:iy1, ix0:ix1], dtype=np.float32)
-        pads = [(iy0 - y0, y1 - iy1), (ix0 - x0, x1 - ix1)] + [(0, 0)] * (image.ndim - 2)
-        if all(a <= n and b <= n for (a, b), n in zip(pads, inner.shape)):
-            return np.pad(inner, pads, mode="symmetric")
+    top, bottom, left, right = iy0 - y0, y1 - iy1, ix0 - x0, x1 - ix1
+    if iy0 < iy1 and ix0 < ix1 and max(top, bottom) <= iy1 - iy0 and max(left, right) <= ix1 - ix0:
+        # Copy the in-frame part once, then mirror the bands from it (rows first, then
+        # whole columns, which fills the corners too); no fancy index over whole rows.
+        ny, nx = shape[0], shape[1]
+        out[top : ny - bottom, left : nx - right] = image[iy0:iy1, ix0:ix1]
+        if top:
+            out[:top, left : nx - right] = out[top : 2 * top, left : nx - right][::-1]
+        if bottom:
+            out[ny - bottom :, left : nx - right] = out[ny - 2 * bottom : ny - bottom, left : nx - right][::-1]
+        if left:
+            out[:, :left] = out[:, left : 2 * left][:, ::-1]
+        if right:
+            out[:, nx - right :] = out[:, nx - 2 * right : nx - right][:, ::-1]
+        return out
     rows = reflect_indices(y0, y1, h)
     cols = reflect_indices(x0, x1, w)
-    return np.asarray(image[rows][:, cols], dtype=np.float32)
+    out[...] = image[rows][:, cols]
+    return out
 
 
 def taper_profile(n: int, width: int) -> np.ndarray:

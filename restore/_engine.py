@@ -6,6 +6,8 @@ cluster run the same unit, so memory stays bounded by a few strips for any size.
 """
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +24,7 @@ from ._borders import extract_reflected, taper_edges
 from ._errors import RestoreError
 from ._noise import NoiseEstimate, noise_for
 from ._solvers import CLOSED_FORM, METHODS, ClosedForm, TileProblem
-from ._tiling import TileLayout, plan_tiles
+from ._tiling import GUARD_PER_KERNEL, GUARD_PER_KERNEL_ITERATIVE, TileLayout, plan_tiles
 
 #: Pixels at or above this level (0..1, white = 1) count as clipped unless told otherwise.
 DEFAULT_CLIP_LEVEL = 0.995
@@ -212,7 +214,10 @@ def plan_job(
             spacing.append(float(np.min(np.diff(nodes))))
     # One PSF per tile: cores no longer than the node spacing keep it following the map.
     max_core = int(_CORE_PER_NODE_SPACING * min(spacing)) if spacing else None
-    layout = plan_tiles(h, w, kernel_size=k, tile_px=tile, max_core_px=max_core if not tile else None)
+    guard = GUARD_PER_KERNEL if method in CLOSED_FORM else GUARD_PER_KERNEL_ITERATIVE
+    layout = plan_tiles(
+        h, w, kernel_size=k, tile_px=tile, max_core_px=max_core if not tile else None, guard_per_kernel=guard
+    )
     psfs = []
     for i in range(layout.y.count):
         row = []
@@ -238,13 +243,25 @@ def strip_bounds(job: _Job, i: int, width: int) -> tuple[int, int, int, int]:
 
 
 def _tile_window(
-    src: np.ndarray, origin: tuple[int, int], y0: int, y1: int, x0: int, x1: int
+    src: np.ndarray, origin: tuple[int, int], y0: int, y1: int, x0: int, x1: int, out: np.ndarray | None = None
 ) -> np.ndarray:
     """Frame window [y0:y1, x0:x1] of ``src`` (which starts at frame ``origin``) as a
-    contiguous (h, w, C) float32 copy; samples beyond ``src`` are mirrored in (``src``
-    is then the whole frame)."""
+    contiguous (h, w, C) float32 copy (into ``out`` when given); samples beyond ``src``
+    are mirrored in (``src`` is then the whole frame)."""
     oy, ox = origin
-    return _as_3d(extract_reflected(_as_3d(src), y0 - oy, y1 - oy, x0 - ox, x1 - ox))
+    return _as_3d(extract_reflected(_as_3d(src), y0 - oy, y1 - oy, x0 - ox, x1 - ox, out=out))
+
+
+_scratch = threading.local()
+
+
+def _scratch_array(name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    """A per-thread work array, reused from tile to tile (no fresh pages to fault in)."""
+    arr = getattr(_scratch, name, None)
+    if arr is None or arr.shape != shape or arr.dtype != dtype:
+        arr = np.empty(shape, dtype)
+        setattr(_scratch, name, arr)
+    return arr
 
 
 def _tile_mask(
@@ -274,34 +291,41 @@ def solve_tile(
     j: int,
     mask_src: np.ndarray | None = None,
     origin: tuple[int, int] = (0, 0),
+    *,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Tile (i, j), all channels: its restored core, multiplied by the blending weights.
 
     ``src`` holds the frame (or a strip of it starting at frame ``origin``).
-    Returns (core rows, core cols, C) float32.
+    Returns (core rows, core cols, C) float32: a view into ``out`` (a reused
+    (core rows, FFT cols, C) float32 buffer) when given, else a new array.
     """
     ly, lx = job.layout.y, job.layout.x
+    n_ch = 1 if src.ndim == 2 else src.shape[2]
     ty0 = ly.starts_px[i] - ly.guard_lo_px
     tx0 = lx.starts_px[j] - lx.guard_lo_px
     bounds = (ty0, ty0 + ly.fft_len, tx0, tx0 + lx.fft_len)
-    tile = _tile_window(src, origin, *bounds)
+    tile = _tile_window(src, origin, *bounds, out=_scratch_array("tile", (*job.layout.fft_shape, n_ch), np.float32))
     valid = _tile_mask(job, mask_src, origin, tile, bounds)
     cy0, cy1 = ly.guard_lo_px, ly.guard_lo_px + ly.core_px
     cx0, cx1 = lx.guard_lo_px, lx.guard_lo_px + lx.core_px
-    # Every 4th row and column: the level of the core, at 1/16 of a full pass.
-    means = tile[cy0:cy1:4, cx0:cx1:4].reshape(-1, tile.shape[2]).mean(axis=0, dtype=np.float64)
-    sigmas = [job.noise.sigma_for(ch, float(means[ch])) for ch in range(tile.shape[2])]
+    # Every 8th row and column: the level of the core, at a small share of a full pass.
+    means = tile[cy0:cy1:8, cx0:cx1:8].mean(axis=(0, 1), dtype=np.float64)
+    sigmas = [job.noise.sigma_for(ch, float(means[ch])) for ch in range(n_ch)]
     taper_edges(tile, max(4, min(ly.guard_lo_px, lx.guard_lo_px) // 2), channels_last=True, mean=means)
+    if out is None:
+        out = np.empty((ly.core_px, lx.fft_len, n_ch), np.float32)
     closed = CLOSED_FORM.get(job.method)
     if closed is not None and valid is None:
-        x = _solve_closed_form(tile, job, closed, i, j, sigmas)
+        _solve_closed_form(tile, job, closed, i, j, sigmas, out)
     else:
         x = tile
-        for ch in range(tile.shape[2]):
+        for ch in range(n_ch):
             y = np.ascontiguousarray(tile[..., ch])
             m = None if valid is None else np.ascontiguousarray(valid[..., ch])
             x[..., ch] = METHODS[job.method](_problem(job, i, j, ch, y, sigmas[ch], m))
-    res = x[cy0:cy1, cx0:cx1]
+        out[...] = x[cy0:cy1]
+    res = out[:, cx0:cx1]
     _apply_weights(res, ly.weights[i], lx.weights[j])
     return res
 
@@ -323,17 +347,22 @@ def _problem(job: _Job, i: int, j: int, ch: int, y: np.ndarray, sigma: float, ma
 
 
 def _solve_closed_form(
-    tile: np.ndarray, job: _Job, closed: ClosedForm, i: int, j: int, sigmas: list[float]
-) -> np.ndarray:
+    tile: np.ndarray, job: _Job, closed: ClosedForm, i: int, j: int, sigmas: list[float], out: np.ndarray
+) -> None:
     """All channels of an interleaved tile through one forward and one inverse
-    transform, with one multiply by the tile's (cached) filter in between."""
-    spec = _fft.rfft2_planar(tile)
+    transform, with one multiply by the tile's (cached) filter in between; the core
+    rows of the result go to ``out``."""
+    shape = job.layout.fft_shape
+    spec = _fft.rfft2_planar(tile, out=_scratch_array("spec", (tile.shape[2], shape[0], shape[1] // 2 + 1), np.complex64))
     spec *= _closed_form_filter(job, closed, i, j, sigmas)
-    return _fft.irfft2_interleaved(spec, job.layout.fft_shape)
+    ly = job.layout.y
+    # The filter carries the 1 / N of the inverse transform (one pass less per tile).
+    _fft.irfft2_interleaved(spec, shape, rows=slice(ly.guard_lo_px, ly.guard_lo_px + ly.core_px), out=out, scaled=False)
 
 
 def _closed_form_filter(job: _Job, closed: ClosedForm, i: int, j: int, sigmas: list[float]) -> np.ndarray:
-    """The (C, fy, fx // 2 + 1) complex64 filter of tile (i, j), from the cache when possible."""
+    """The (C, fy, fx // 2 + 1) complex64 filter of tile (i, j) (normalised for an
+    unscaled inverse transform), from the cache when possible."""
     shape = job.layout.fft_shape
     # The weights need no OTF (Parseval), so a cached filter costs no transform at all.
     weights = tuple(
@@ -343,12 +372,13 @@ def _closed_form_filter(job: _Job, closed: ClosedForm, i: int, j: int, sigmas: l
     psf_keys = tuple(job.psf_keys[i][j]) if job.psf_keys else tuple(
         _fft.OTFCache.psf_key(p) for p in job.psfs[i][j]
     )
-    key = ("filter", job.method, psf_keys, shape, weights)
+    key = ("filter/N", job.method, psf_keys, shape, weights)
     filt = _fft.OTF_CACHE.get(key)
     if filt is None:
         # All channels in one planar stack: batched transforms, contiguous passes.
-        otf = _fft.psf2otf(np.stack(job.psfs[i][j]), shape)
-        filt = _fft.inverse_filter(otf, closed.prior(shape), np.array(weights, np.float32))
+        filt = _fft.inverse_filter_from_psfs(
+            np.stack(job.psfs[i][j]), shape, closed.prior(shape), np.array(weights, np.float32), normalised=True
+        )
         _fft.OTF_CACHE.put(key, filt, job.group)
     return filt
 
@@ -619,19 +649,36 @@ def run_rows_locally(
         if j == n_cols - 1 and progress is not None:
             progress(i + 1, n_rows)
 
+    n_ch = _as_3d(image).shape[2]
+    buf_shape = (lay.y.core_px, lay.x.fft_len, n_ch)
     if threads == 1 or len(order) == 1:
+        buf = np.empty(buf_shape, np.float32)
         for i, j in order:
-            emit(i, j, solve_tile(image, job, i, j, mask))
+            emit(i, j, solve_tile(image, job, i, j, mask, out=buf))
         return
     window = 2 * threads
+    # Result buffers circulate: a tile takes a free one, the writer returns it. One per
+    # tile in flight (plus the one being written) bounds memory and never blocks a tile
+    # that the writer waits for.
+    free: queue.SimpleQueue = queue.SimpleQueue()
+    for _ in range(window + 1):
+        free.put(np.empty(buf_shape, np.float32))
+
+    def run(i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
+        buf = free.get()
+        return solve_tile(image, job, i, j, mask, out=buf), buf
+
     with ThreadPoolExecutor(threads, initializer=_fft.set_thread_workers, initargs=(1,)) as pool:
         pending: deque = deque()
-        it = iter(order)
-        for i, j in it:
-            pending.append(((i, j), pool.submit(solve_tile, image, job, i, j, mask)))
+        for i, j in order:
+            pending.append(((i, j), pool.submit(run, i, j)))
             if len(pending) >= window:
                 (pi, pj), fut = pending.popleft()
-                emit(pi, pj, fut.result())
+                res, buf = fut.result()
+                emit(pi, pj, res)
+                free.put(buf)
         while pending:
             (pi, pj), fut = pending.popleft()
-            emit(pi, pj, fut.result())
+            res, buf = fut.result()
+            emit(pi, pj, res)
+            free.put(buf)

@@ -63,14 +63,15 @@ def rfft2(x: np.ndarray, *, axes: tuple[int, int] = (-2, -1), workers: int | Non
     return sfft.rfft2(x, axes=axes, workers=_workers(workers))
 
 
-def rfft2_planar(tile: np.ndarray, *, workers: int | None = None) -> np.ndarray:
+def rfft2_planar(tile: np.ndarray, *, out: np.ndarray | None = None, workers: int | None = None) -> np.ndarray:
     """Spectrum of an interleaved (h, w, C) tile, returned planar: (C, h, w // 2 + 1).
 
     Planar spectra multiply with planar filters over contiguous memory; the
-    transform writes them through a strided view at no extra cost.
+    transform writes them through a strided view at no extra cost. ``out`` (complex64,
+    that shape) is reused when given: no fresh pages to fault in per tile.
     """
     h, w, c = tile.shape
-    spec = np.empty((c, h, w // 2 + 1), np.complex64)
+    spec = np.empty((c, h, w // 2 + 1), np.complex64) if out is None else out
     if _ducc is not None:
         _ducc.r2c(np.asarray(tile, np.float32), axes=(0, 1), nthreads=_workers(workers), out=spec.transpose(1, 2, 0))
     else:
@@ -78,14 +79,36 @@ def rfft2_planar(tile: np.ndarray, *, workers: int | None = None) -> np.ndarray:
     return spec
 
 
-def irfft2_interleaved(spec: np.ndarray, shape: tuple[int, int], *, workers: int | None = None) -> np.ndarray:
-    """Inverse of :func:`rfft2_planar`: an interleaved (h, w, C) float32 tile (``spec`` is overwritten)."""
-    view = spec.transpose(1, 2, 0)
+def irfft2_interleaved(
+    spec: np.ndarray,
+    shape: tuple[int, int],
+    *,
+    rows: slice | None = None,
+    out: np.ndarray | None = None,
+    scaled: bool = True,
+    workers: int | None = None,
+) -> np.ndarray:
+    """Inverse of :func:`rfft2_planar`: an interleaved (h, w, C) float32 tile (``spec`` is overwritten).
+
+    ``rows`` returns only those rows of the result: the transform along y runs on every
+    column, the one along x only on the wanted rows (a tile's guard rows are discarded
+    anyway). ``scaled=False`` leaves out the 1 / (h w) normalisation (for a caller
+    whose filter already carries it). ``out`` receives the result when given.
+    """
+    rows = slice(0, shape[0]) if rows is None else rows
+    n_rows = len(range(*rows.indices(shape[0])))
+    c = spec.shape[0]
+    res = np.empty((n_rows, shape[1], c), np.float32) if out is None else out
+    inorm = 2 if scaled else 0
     if _ducc is not None:
-        out = np.empty((*shape, spec.shape[0]), np.float32)
-        return _ducc.c2r(view, axes=(0, 1), lastsize=int(shape[1]), forward=False, inorm=2,
-                         nthreads=_workers(workers), out=out, allow_overwriting_input=True)
-    return sfft.irfft2(view, s=shape, axes=(0, 1), workers=_workers(workers)).astype(np.float32, copy=False)
+        nt = _workers(workers)
+        _ducc.c2c(spec, axes=(1,), forward=False, inorm=inorm, nthreads=nt, out=spec)
+        _ducc.c2r(spec[:, rows].transpose(1, 2, 0), axes=(1,), lastsize=int(shape[1]), forward=False,
+                  inorm=inorm, nthreads=nt, out=res, allow_overwriting_input=True)
+        return res
+    full = sfft.irfft2(spec, s=shape, axes=(1, 2), workers=_workers(workers), norm="forward" if not scaled else "backward")
+    res[...] = full[:, rows].transpose(1, 2, 0)
+    return res
 
 
 def irfft2(
@@ -205,6 +228,41 @@ def inverse_filter(
         np.multiply(h.imag, d, out=t)
         np.negative(t, out=view[c].imag)
     return out
+
+
+def inverse_filter_from_psfs(
+    psfs: np.ndarray,
+    shape: tuple[int, int],
+    prior: np.ndarray,
+    weights: np.ndarray,
+    *,
+    normalised: bool = False,
+    workers: int | None = None,
+) -> np.ndarray:
+    """The (C, rows, cols // 2 + 1) filter conj(H) / (|H|^2 + weight * prior) of a (C, k, k)
+    PSF stack, built in place in one complex64 array.
+
+    conj(H) is the OTF of the PSF mirrored through its middle sample (a real kernel),
+    so no conjugation pass is needed. ``normalised`` folds the inverse transform's
+    1 / (rows * cols) into the filter (apply it with an unscaled inverse transform).
+    """
+    psfs = np.asarray(psfs, np.float32)
+    g = psf2otf(psfs[:, ::-1, ::-1], shape, workers=workers)  # = conj(H)
+    scale = np.float32(shape[0] * shape[1] if normalised else 1.0)
+    wts = np.broadcast_to(np.asarray(weights, np.float32).reshape(-1), (len(g),))
+    d = np.empty(g.shape[1:], np.float32)
+    t = np.empty_like(d)
+    for c, plane in enumerate(g):
+        np.multiply(prior, wts[c], out=d)
+        np.square(plane.real, out=t)
+        d += t
+        np.square(plane.imag, out=t)
+        d += t
+        if normalised:
+            d *= scale
+        np.reciprocal(d, out=d)
+        plane *= d
+    return g
 
 
 def difference_otfs(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
