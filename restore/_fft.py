@@ -237,14 +237,17 @@ def inverse_filter_from_psfs(
     weights: np.ndarray,
     *,
     normalised: bool = False,
+    spread: np.ndarray | None = None,
     workers: int | None = None,
 ) -> np.ndarray:
-    """The (C, rows, cols // 2 + 1) filter conj(H) / (|H|^2 + weight * prior) of a (C, k, k)
-    PSF stack, built in place in one complex64 array.
+    """The (C, rows, cols // 2 + 1) filter conj(H) / (|H|^2 + spread + weight * prior) of a
+    (C, k, k) PSF stack, built in place in one complex64 array.
 
     conj(H) is the OTF of the PSF mirrored through its middle sample (a real kernel),
     so no conjugation pass is needed. ``normalised`` folds the inverse transform's
     1 / (rows * cols) into the filter (apply it with an unscaled inverse transform).
+    ``spread`` (C, rows, cols // 2 + 1), float32, is the variance of the OTF over the
+    area the filter serves (see :func:`otf_variance`); None for a PSF known exactly.
     """
     psfs = np.asarray(psfs, np.float32)
     g = psf2otf(psfs[:, ::-1, ::-1], shape, workers=workers)  # = conj(H)
@@ -258,11 +261,38 @@ def inverse_filter_from_psfs(
         d += t
         np.square(plane.imag, out=t)
         d += t
+        if spread is not None:
+            d += spread[c]
         if normalised:
             d *= scale
         np.reciprocal(d, out=d)
         plane *= d
     return g
+
+
+def otf_variance(deltas: np.ndarray, shape: tuple[int, int], *, workers: int | None = None) -> np.ndarray:
+    """Variance of the OTF over a tile from the PSF's change across it, on an rfft grid.
+
+    ``deltas`` (C, A, k, k) holds, per channel and axis, the difference of the PSFs one
+    rms offset either side of the tile centre, h(c + s) - h(c - s); for a PSF varying
+    linearly across the tile, Var H = sum over axes of |OTF(delta)|^2 / 4. Computed as the
+    transform of the deltas' summed autocorrelation (a (2k-1)^2 kernel, real and even),
+    one transform per channel instead of one per axis.
+
+    Returns
+    -------
+    ndarray, shape (C, rows, cols // 2 + 1), float32, >= 0
+    """
+    deltas = np.asarray(deltas, np.float64)
+    k = deltas.shape[-1]
+    n = fast_len(2 * k - 1)
+    power = np.square(np.abs(np.fft.rfft2(deltas, s=(n, n)))).sum(axis=1) / 4.0
+    acorr = np.fft.irfft2(power, s=(n, n))
+    idx = np.arange(-(k - 1), k) % n
+    kernel = acorr[:, idx][:, :, idx].astype(np.float32)
+    var = psf2otf(kernel, shape, workers=workers).real
+    np.maximum(var, 0.0, out=var)  # rounding can leave tiny negatives
+    return np.ascontiguousarray(var)
 
 
 def difference_otfs(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

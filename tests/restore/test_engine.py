@@ -160,12 +160,6 @@ def soft_zoom_shot():
     return m, img, obs
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(
-    reason="measured +2.8 dB with tile cores of one node spacing (the speed default); "
-    "cores of 0.75 spacing reach +3.1 dB at ~15 % more transform work",
-    strict=False,
-)
 def test_true_soft_zoom_map_beats_the_best_single_psf_by_3db(soft_zoom_shot):
     m, img, obs = soft_zoom_shot
     mapped = psnr(restore_image(obs, m, method="wiener").image, img, border=12)
