@@ -246,8 +246,9 @@ def inverse_filter_from_psfs(
     conj(H) is the OTF of the PSF mirrored through its middle sample (a real kernel),
     so no conjugation pass is needed. ``normalised`` folds the inverse transform's
     1 / (rows * cols) into the filter (apply it with an unscaled inverse transform).
-    ``spread`` (C, rows, cols // 2 + 1), float32, is the variance of the OTF over the
-    area the filter serves (see :func:`otf_variance`); None for a PSF known exactly.
+    ``spread`` (one (rows, cols // 2 + 1) float32 array per channel) is the variance of
+    the OTF over the area the filter serves (see :func:`otf_variance`); None for a PSF
+    known exactly.
     """
     psfs = np.asarray(psfs, np.float32)
     g = psf2otf(psfs[:, ::-1, ::-1], shape, workers=workers)  # = conj(H)
@@ -263,36 +264,57 @@ def inverse_filter_from_psfs(
         d += t
         if spread is not None:
             d += spread[c]
-        if normalised:
-            d *= scale
-        np.reciprocal(d, out=d)
+        np.divide(1.0 / scale, d, out=d)
         plane *= d
     return g
 
 
-def otf_variance(deltas: np.ndarray, shape: tuple[int, int], *, workers: int | None = None) -> np.ndarray:
+def otf_variance(deltas: np.ndarray, shape: tuple[int, int], *, workers: int | None = None) -> list[np.ndarray]:
     """Variance of the OTF over a tile from the PSF's change across it, on an rfft grid.
 
     ``deltas`` (C, A, k, k) holds, per channel and axis, the difference of the PSFs one
     rms offset either side of the tile centre, h(c + s) - h(c - s); for a PSF varying
-    linearly across the tile, Var H = sum over axes of |OTF(delta)|^2 / 4. Computed as the
-    transform of the deltas' summed autocorrelation (a (2k-1)^2 kernel, real and even),
-    one transform per channel instead of one per axis.
+    linearly across the tile, Var H = sum over axes of |OTF(delta)|^2 / 4. That is the
+    transform of the deltas' summed autocorrelation, a (2k-1)^2 kernel that is real and
+    even, so its transform is real: two channels share one complex transform (one in
+    the real part, one in the imaginary part).
 
     Returns
     -------
-    ndarray, shape (C, rows, cols // 2 + 1), float32, >= 0
+    list of C ndarrays, shape (rows, cols // 2 + 1), float32 (views into the packed
+    transforms; tiny negative values from rounding are possible)
     """
     deltas = np.asarray(deltas, np.float64)
-    k = deltas.shape[-1]
+    c, k = deltas.shape[0], deltas.shape[-1]
     n = fast_len(2 * k - 1)
     power = np.square(np.abs(np.fft.rfft2(deltas, s=(n, n)))).sum(axis=1) / 4.0
     acorr = np.fft.irfft2(power, s=(n, n))
     idx = np.arange(-(k - 1), k) % n
-    kernel = acorr[:, idx][:, :, idx].astype(np.float32)
-    var = psf2otf(kernel, shape, workers=workers).real
-    np.maximum(var, 0.0, out=var)  # rounding can leave tiny negatives
-    return np.ascontiguousarray(var)
+    kernels = acorr[:, idx][:, :, idx]
+    packed = _even_kernels_otf(kernels, shape, workers=workers)
+    return [packed[ch // 2].real if ch % 2 == 0 else packed[ch // 2].imag for ch in range(c)]
+
+
+def _even_kernels_otf(kernels: np.ndarray, shape: tuple[int, int], *, workers: int | None = None) -> np.ndarray:
+    """Transforms of real, even (C, m, m) kernels (centred), packed in pairs: plane p holds
+    kernel 2p's (real) transform in its real part and kernel 2p + 1's in its imaginary part."""
+    c, m = kernels.shape[0], kernels.shape[-1]
+    rows, cols = shape
+    if m > rows or m > cols:
+        raise ValueError(f"kernel of {m}x{m} does not fit an FFT grid of {shape}")
+    z = np.zeros(((c + 1) // 2, m, cols), np.complex64)
+    z.real[:, :, :m] = kernels[0::2]
+    z.imag[: c // 2, :, :m] = kernels[1::2]
+    z = np.roll(z, -(m // 2), axis=-1)
+    full = np.zeros((len(z), rows, cols // 2 + 1), np.complex64)
+    idx = (np.arange(m) - m // 2) % rows
+    if _ducc is not None:
+        full[:, idx] = _ducc.c2c(z, axes=(2,), nthreads=_workers(workers))[..., : cols // 2 + 1]
+        _ducc.c2c(full, axes=(1,), forward=True, nthreads=_workers(workers), out=full)
+    else:
+        full[:, idx] = sfft.fft(z, axis=2, workers=_workers(workers))[..., : cols // 2 + 1]
+        full = sfft.fft(full, axis=1, workers=_workers(workers), overwrite_x=True).astype(np.complex64, copy=False)
+    return full
 
 
 def difference_otfs(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
