@@ -17,6 +17,26 @@ def test_gaussian_psf_mtf_matches_analytic_transform():
     np.testing.assert_allclose(m, np.exp(-2 * (np.pi * sigma * f) ** 2), atol=2e-3)
 
 
+def test_psf_mtf_is_the_exact_transform_of_the_samples_along_an_oblique_direction(rng):
+    psf = rng.random((9, 9))
+    f, m = psf_mtf(psf, 37.0, sampling=3, freq_cpp=np.linspace(0.0, 1.0, 11))
+    c = (np.arange(9) - 4) / 3
+    x, y = np.meshgrid(c, c)
+    u = x * np.cos(np.radians(37.0)) + y * np.sin(np.radians(37.0))
+    direct = np.abs(np.exp(-2j * np.pi * f[:, None] * u.ravel()[None, :]) @ (psf.ravel() / psf.sum()))
+    np.testing.assert_allclose(m, direct, atol=1e-12)
+
+
+def test_defocus_disc_mtf_reaches_its_first_zero():
+    # A uniform disc (defocus) of radius 4 px at 3 samples/px: |OTF| has its first zero
+    # at 1.22 / (2 R) c/p; interpolating |OTF| between FFT bins would fill it in (~0.04).
+    c = (np.arange(37) - 18) / 3
+    x, y = np.meshgrid(c, c)
+    disc = (np.hypot(x, y) <= 4.0).astype(float)
+    f, m = psf_mtf(disc, 30.0, sampling=3, freq_cpp=np.linspace(0.13, 0.17, 41))
+    assert m.min() < 0.005 and abs(f[np.argmin(m)] - 1.2197 / 8.0) < 0.005
+
+
 def test_elongated_psf_has_lower_mtf_along_its_long_axis():
     psf = _gaussian(31, 3.0, 1.0)  # long along x
     _, along_x = psf_mtf(psf, 0.0)
