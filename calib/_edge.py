@@ -350,6 +350,8 @@ _TAIL_TRANSITION_PX = 1.0
 # Half-width of the LSF core in 10-90 % rise distances of the ESF (a Gaussian LSF is
 # below 1e-5 of its peak there).
 _CORE_PER_RISE = 1.2
+# Frequencies at which the noise power is computed exactly (0 to the table's end).
+_NOISE_FREQS = 26
 
 
 def _smooth_tails(lsf: np.ndarray, pos: np.ndarray, core_px: float, step: float) -> np.ndarray:
@@ -406,11 +408,14 @@ def _noise_power(
     slope = (v1 - v0) / (l1 - l0) if abs(l1 - l0) > 1e-9 else 0.0
     var_sample = np.clip(v0 + slope * (esf - l0), min(v0, v1), max(v0, v1))
     var_bin = var_sample / np.maximum(counts, 1.0)
-    # Response of the processed LSF to a unit change of each ESF bin.
+    # Response of the processed LSF to a unit change of each ESF bin, at a coarse set of
+    # frequencies (the noise power is smooth in f: it follows the difference filter and
+    # the window's energy) and interpolated onto freq_out.
     resp = operator(np.eye(nb))  # (n_lsf, nb)
     x = (np.arange(resp.shape[0]) + 1.0) * step
-    dft = np.exp(-2j * np.pi * np.outer(freq_out, x)) @ resp  # (F, nb)
-    return (np.abs(dft) ** 2) @ var_bin
+    coarse = np.linspace(0.0, float(freq_out.max()), _NOISE_FREQS)
+    dft = np.exp(-2j * np.pi * np.outer(coarse, x)) @ resp  # (F, nb)
+    return np.interp(freq_out, coarse, (np.abs(dft) ** 2) @ var_bin)
 
 
 def _sfr_one(
