@@ -245,17 +245,25 @@ def _rms_offset(weights: np.ndarray) -> float:
     return float(np.sqrt((weights * u * u).sum() / weights.sum()))
 
 
-def _tile_spread(job: _Job, i: int, j: int) -> tuple[tuple, np.ndarray | None]:
-    """The PSF's change across tile (i, j): a cache key and the (C, 2, k, k) differences
-    h(c + s) - h(c - s) along x and y (s = rms offset in the core), None when the map
-    does not vary there (one node, or the same PSF around the tile)."""
+def _tile_spread_key(job: _Job, i: int, j: int) -> tuple:
+    """What the PSF's spread across tile (i, j) depends on (empty: the map does not vary)."""
     m = job.psf_map
     if m is None or m.psf.shape[1] * m.psf.shape[2] == 1:
-        return (), None
+        return ()
     lay = job.layout
     xc, yc = lay.core_centre_xy(i, j)
     sx, sy = _rms_offset(lay.x.weights[j]), _rms_offset(lay.y.weights[i])
-    key = (job.group, round(xc, 2), round(yc, 2), round(sx, 2), round(sy, 2))
+    return (job.group, round(xc, 2), round(yc, 2), round(sx, 2), round(sy, 2))
+
+
+def _tile_spread(job: _Job, i: int, j: int) -> np.ndarray | None:
+    """The PSF's change across tile (i, j): the (C, 2, k, k) differences h(c + s) - h(c - s)
+    along x and y (s = rms offset in the core), None when the map does not vary there."""
+    key = _tile_spread_key(job, i, j)
+    if not key:
+        return None
+    m = job.psf_map
+    _, xc, yc, sx, sy = key
     deltas = []
     for ch in job.channels:
         pair = []
@@ -265,9 +273,7 @@ def _tile_spread(job: _Job, i: int, j: int) -> tuple[tuple, np.ndarray | None]:
             pair.append(a - b)
         deltas.append(pair)
     d = np.asarray(deltas, np.float32)
-    if not np.any(d):
-        return (), None
-    return key, d
+    return d if np.any(d) else None
 
 
 def _max_core_px(psf_map: PSFMap) -> int | None:
@@ -434,10 +440,10 @@ def _closed_form_filter(job: _Job, closed: ClosedForm, i: int, j: int, sigmas: l
     psf_keys = tuple(job.psf_keys[i][j]) if job.psf_keys else tuple(
         _fft.OTFCache.psf_key(p) for p in job.psfs[i][j]
     )
-    spread_key, deltas = _tile_spread(job, i, j) if job.psf_map is not None else ((), None)
-    key = ("filter/N", job.method, psf_keys, shape, weights, spread_key)
+    key = ("filter/N", job.method, psf_keys, shape, weights, _tile_spread_key(job, i, j))
     filt = _fft.OTF_CACHE.get(key)
     if filt is None:
+        deltas = _tile_spread(job, i, j)
         # The PSF varies across the tile: the filter that is MSE-optimal for that spread
         # of PSFs (not only the centre one) adds the OTF's variance to |H|^2, which damps
         # the frequencies where the tile's PSF is uncertain (soft-zoom lens: +0.3 dB).
@@ -468,10 +474,20 @@ def _apply_weights(res: np.ndarray, wy: np.ndarray, wx: np.ndarray) -> None:
     if hi and lo < len(wy):
         res[len(wy) - hi :] *= wy[len(wy) - hi :, None, None]
     lo, hi = _weight_bands(wx)
-    if lo:
-        res[:, :lo] *= wx[:lo, None]
-    if hi and lo < len(wx):
-        res[:, len(wx) - hi :] *= wx[len(wx) - hi :, None]
+    n_ch = res.shape[2]
+    for cols in ((slice(0, lo) if lo else None), (slice(len(wx) - hi, None) if hi and lo < len(wx) else None)):
+        if cols is None:
+            continue
+        band = res[:, cols]
+        # Rows of (columns x channels) samples are contiguous: scale them as flat rows with
+        # the weights repeated per channel (an inner loop over C = 3 samples is slow).
+        flat = np.lib.stride_tricks.as_strided(
+            band, shape=(band.shape[0], band.shape[1] * n_ch), strides=(band.strides[0], band.strides[2])
+        ) if band.strides[1] == n_ch * band.strides[2] else None
+        if flat is None:
+            band *= wx[cols, None]
+        else:
+            flat *= np.repeat(wx[cols], n_ch)
 
 
 def restore_row(

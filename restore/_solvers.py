@@ -74,16 +74,17 @@ class TileProblem:
         return self.y.shape[-2], self.y.shape[-1]
 
 
-def _blur(x: np.ndarray, otf: np.ndarray) -> np.ndarray:
-    spec = _fft.rfft2(x)
-    spec *= otf
-    return _fft.irfft2(spec, x.shape, overwrite=True)
+def _blur(
+    x: np.ndarray, otf: np.ndarray, *, spec: np.ndarray | None = None, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Circular convolution of ``x`` by ``otf`` (into ``out``, through the ``spec`` buffer when given)."""
+    sp = _fft.rfft2(x, out=spec)
+    sp *= otf
+    return _fft.irfft2(sp, x.shape, overwrite=True, out=out)
 
 
 def _blur_adjoint(x: np.ndarray, otf: np.ndarray, otf_conj: np.ndarray | None = None) -> np.ndarray:
-    spec = _fft.rfft2(x)
-    spec *= np.conj(otf) if otf_conj is None else otf_conj
-    return _fft.irfft2(spec, x.shape, overwrite=True)
+    return _blur(x, np.conj(otf) if otf_conj is None else otf_conj)
 
 
 def _mean_h2(otf: np.ndarray) -> float:
@@ -231,49 +232,71 @@ def richardson_lucy(p: TileProblem) -> np.ndarray:
     norm = None
     if w is not None:
         norm = _blur_adjoint(w, otf, otf_c)
+    # Work arrays reused by every iteration (fresh arrays would be faulted in at each
+    # step; the inverse transforms also run in place on ``spec``): two transform pairs
+    # and about ten float32 passes per iteration.
+    spec = np.empty(otf.shape, np.complex64)
+    hv = np.empty(shape, np.float32)
+    v = np.empty(shape, np.float32)
     x = y.copy()
     x_prev = x
+    spare = np.empty(shape, np.float32)
     g1 = g2 = None
+    gg1 = gg2 = 0.0  # g1 . g1 and g2 . g2
     sig2 = p.sigma * p.sigma
-    # In-place float32 passes throughout: per iteration the two transforms pairs
-    # should dominate, not temporaries.
     for it in range(n_iter):
         alpha = 0.0
         if g1 is not None and g2 is not None:
-            alpha = float(np.vdot(g1, g2)) / max(float(np.vdot(g2, g2)), _EPS)
+            alpha = float(np.vdot(g1, g2)) / max(gg2, _EPS)
             alpha = min(max(alpha, 0.0), 0.95)
         if alpha > 0:
-            v = x - x_prev
+            np.subtract(x, x_prev, out=v)
             v *= np.float32(alpha)
             v += x
             np.maximum(v, 1e-6, out=v)
+            u_pt = v
         else:
-            v = x
-        hv = _blur(v, otf)
+            u_pt = x
+        _blur(u_pt, otf, spec=spec, out=hv)
         np.maximum(hv, 1e-6, out=hv)
         resid = None
         if damp_t > 0 or use_discrepancy:
             resid = y - hv
         if damp_t > 0:
-            u = np.minimum((resid / damp_t) ** 2, 1.0)
-            # White (1994): smooth switch from 0 (residual at noise level) to 1.
-            d = u**9 * (10.0 - 9.0 * u)
-            ratio = 1.0 + d * resid / hv
+            u = resid / np.float32(damp_t)
+            np.square(u, out=u)
+            np.minimum(u, 1.0, out=u)
+            # White (1994): smooth switch from 0 (residual at noise level) to 1,
+            # d = u^9 (10 - 9u), with u^9 by repeated squaring (a float power is slow).
+            u8 = np.square(u)
+            np.square(u8, out=u8)
+            np.square(u8, out=u8)
+            u8 *= u
+            u *= np.float32(-9.0)
+            u += np.float32(10.0)
+            u8 *= u
+            u8 *= resid
+            np.divide(u8, hv, out=hv)
+            hv += np.float32(1.0)
+            ratio = hv
         else:
             ratio = np.divide(y, hv, out=hv)
         if w is not None:
             ratio *= w
-        corr = _blur_adjoint(ratio.astype(np.float32, copy=False), otf, otf_c)
+        # x_new goes where x_prev was (not needed any more), unless that is x itself.
+        x_new = spare if x_prev is x else x_prev
+        _blur(ratio, otf_c, spec=spec, out=x_new)
         if norm is not None:
             # Deep inside a clipped area no datum constrains x: leave it unchanged there.
-            corr = np.where(norm > 0.05, corr / norm, 1.0).astype(np.float32)
-        x_new = corr
-        x_new *= v
+            x_new[...] = np.where(norm > 0.05, x_new / norm, 1.0)
+        x_new *= u_pt
         np.maximum(x_new, 1e-6, out=x_new)
-        g2, g1 = g1, x_new - v
+        # The newest step replaces the oldest one (g2, used only for this iteration's alpha).
+        g_new = np.subtract(x_new, u_pt, out=g2 if g2 is not None else None)
+        g2, g1 = g1, g_new
+        gg2, gg1 = gg1, float(np.vdot(g_new, g_new))
         x_prev, x = x, x_new
-        change = (float(np.vdot(g1, g1)) / max(float(np.vdot(x, x)), _EPS)) ** 0.5
-        if change < tol:
+        if tol > 0 and (gg1 / max(float(np.vdot(x, x)), _EPS)) ** 0.5 < tol:
             break
         if use_discrepancy:
             r = resid if w is None else resid * w
