@@ -706,7 +706,10 @@ def psf_edge_agreement(
     Parameters
     ----------
     psf_map : PSFMap
-        True or estimated PSFs (any ``sampling``; finer than 1 gives a truer MTF).
+        True or estimated PSFs (any ``sampling``). At ``sampling`` 1 the transform of
+        pixel-spaced samples carries the aliases of the MTF above Nyquist: for a sharp
+        lens (MTF ~0.2 at 0.75 c/p) that alone puts the true PSFs 0.1 away from the
+        edges at Nyquist/2, so compare sharp PSFs at sampling 3 or finer.
     records : sequence of MTFRecord
         E.g. ``measure_chart_mtf(...).records``; other methods are ignored.
     max_freq_cpp : float
