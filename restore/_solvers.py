@@ -124,7 +124,7 @@ def _solve_quadratic(p: TileProblem, prior: np.ndarray) -> np.ndarray:
     shape = p.shape
     spec = _fft.rfft2(p.y)
     spec *= _fft.inverse_filter(p.otf, prior)
-    x = _fft.irfft2(spec, shape)
+    x = _fft.irfft2(spec, shape, overwrite=True)
     if p.mask is None:
         return x
     m = p.mask
@@ -132,13 +132,13 @@ def _solve_quadratic(p: TileProblem, prior: np.ndarray) -> np.ndarray:
 
     def apply_a(v: np.ndarray) -> np.ndarray:
         vs = _fft.rfft2(v)
-        hv = _fft.irfft2(vs * p.otf, shape) * m
-        return _fft.irfft2(_fft.rfft2(hv) * np.conj(p.otf) + prior * vs, shape)
+        hv = _fft.irfft2(vs * p.otf, shape, overwrite=True) * m
+        return _fft.irfft2(_fft.rfft2(hv) * np.conj(p.otf) + prior * vs, shape, overwrite=True)
 
     def precond(r: np.ndarray) -> np.ndarray:
-        return _fft.irfft2(_fft.rfft2(r) / denom, shape)
+        return _fft.irfft2(_fft.rfft2(r) / denom, shape, overwrite=True)
 
-    b = _fft.irfft2(_fft.rfft2(p.y * m) * np.conj(p.otf), shape)
+    b = _fft.irfft2(_fft.rfft2(p.y * m) * np.conj(p.otf), shape, overwrite=True)
     r = b - apply_a(x)
     z = precond(r)
     d = z.copy()
@@ -341,7 +341,7 @@ def total_variation(p: TileProblem) -> np.ndarray:
 
     def solve(y: np.ndarray) -> np.ndarray:
         hty = np.conj(otf) * _fft.rfft2(y)
-        x = _fft.irfft2(lam * hty / (lam * h2 + beta0 * 0.1 * d2 + _EPS), shape)
+        x = _fft.irfft2(lam * hty / (lam * h2 + beta0 * 0.1 * d2 + _EPS), shape, overwrite=True)
         beta = beta0
         for _ in range(steps):
             if clipped is not None:
@@ -357,7 +357,7 @@ def total_variation(p: TileProblem) -> np.ndarray:
             # D^T w computed spatially (circular), then one forward transform.
             dtw = (np.roll(wx, 1, axis=-1) - wx) + (np.roll(wy, 1, axis=-2) - wy)
             num = lam * hty + beta * _fft.rfft2(dtw.astype(np.float32))
-            x = _fft.irfft2(num / (lam * h2 + beta * d2 + _EPS), shape)
+            x = _fft.irfft2(num / (lam * h2 + beta * d2 + _EPS), shape, overwrite=True)
             beta *= rate
         return x
 
