@@ -26,6 +26,7 @@ Pattern coordinates: pixel ``(c, r)`` of the pattern image is one cell whose cen
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -191,6 +192,7 @@ def render_pattern(
     supersample: int = 4,
     outside: float | None = None,
     kernel: str = "box",
+    to_pattern: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> np.ndarray:
     """Render a cell pattern through a homography, area-averaged over each output sample.
 
@@ -221,6 +223,11 @@ def render_pattern(
         that make a PSF sampled every ``1/s`` pixel exact for a piecewise-linear PSF
         instead of a piecewise-constant one (much less discretisation error at small
         ``s``).
+    to_pattern : callable, optional, keyword-only
+        ``(x, y) -> (u, v)``: photo pixel coordinates (arrays) to pattern coordinates, used
+        instead of the inverse of ``homography`` (which may then be None) for mappings
+        that are no homography (lens distortion). It must be smooth over the output: the
+        sub-sample footprint is taken from its Jacobian at the output's centre.
 
     Returns
     -------
@@ -230,7 +237,11 @@ def render_pattern(
     ph, pw = pat.shape
     fill = float(pat.max()) if outside is None else float(outside)
     padded = np.pad(pat, 1, constant_values=fill)  # index -1 and n land on the fill
-    hinv = np.linalg.inv(np.asarray(homography, dtype=np.float64))
+    if to_pattern is None:
+        hinv = np.linalg.inv(np.asarray(homography, dtype=np.float64))
+
+        def to_pattern(x, y):
+            return _apply(hinv, x, y)
     s, n = int(oversample), int(supersample)
     if kernel not in _KERNELS:
         raise CalibError(f"unknown render kernel {kernel!r}; choose one of {', '.join(_KERNELS)}")
@@ -241,14 +252,14 @@ def render_pattern(
     # Sub-square footprint in pattern units from the local Jacobian (area-preserving widths).
     yc, xc = origin_xy_px[1] + (rows - 1) / (2 * s), origin_xy_px[0] + (cols - 1) / (2 * s)
     eps = 0.5
-    u0, v0 = _apply(hinv, np.array([xc - eps, xc + eps, xc, xc]), np.array([yc, yc, yc - eps, yc + eps]))
+    u0, v0 = to_pattern(np.array([xc - eps, xc + eps, xc, xc]), np.array([yc, yc, yc - eps, yc + eps]))
     jac = np.array([[u0[1] - u0[0], u0[3] - u0[2]], [v0[1] - v0[0], v0[3] - v0[2]]]) / (2 * eps)
     hu = 0.5 * step * math.hypot(jac[0, 0], jac[0, 1])
     hv = 0.5 * step * math.hypot(jac[1, 0], jac[1, 1])
     if hu > 0.5 or hv > 0.5:
         n_more = int(math.ceil(max(hu, hv) / 0.5))
         return render_pattern(pattern, homography, shape, origin_xy_px=origin_xy_px, oversample=s,
-                              supersample=n * n_more, outside=outside, kernel=kernel)
+                              supersample=n * n_more, outside=outside, kernel=kernel, to_pattern=to_pattern)
     yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float64)
     xx = origin_xy_px[0] + xx / s
     yy = origin_xy_px[1] + yy / s
@@ -256,7 +267,7 @@ def render_pattern(
     stride = pw + 2
     for dy, wy in zip(offs, wts):
         for dx, wx in zip(offs, wts):
-            u, v = _apply(hinv, xx + dx, yy + dy)
+            u, v = to_pattern(xx + dx, yy + dy)
             iu, fu = _box_weights(u, hu, pw)
             iv, fv = _box_weights(v, hv, ph)
             k = (iv + 1) * stride + (iu + 1)

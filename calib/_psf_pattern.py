@@ -59,35 +59,97 @@ class PatternPSF:
     n_pixels: int
 
 
-def _gradient_gram(k: int) -> np.ndarray:
-    """D^T D for forward differences along both axes of a k x k kernel (flattened)."""
-    d1 = np.zeros((k - 1, k))
-    idx = np.arange(k - 1)
-    d1[idx, idx] = -1.0
-    d1[idx, idx + 1] = 1.0
-    g1 = d1.T @ d1
-    eye = np.eye(k)
-    return np.kron(eye, g1) + np.kron(g1, eye)
+class _Quadratic:
+    """Minimiser of 1/2 x^T H x - b^T x for many ``b``, optionally with the first
+    ``n_kernel`` entries >= 0; H is factored once.
+
+    The unconstrained tail (background terms) is eliminated (Schur complement). With
+    positivity, the reduced quadratic is written as a least-squares problem through its
+    Cholesky factor and solved by active-set NNLS (Lawson-Hanson), which, unlike a
+    projected gradient, converges on the badly conditioned systems a sharp PSF at
+    sub-pixel sampling gives.
+    """
+
+    def __init__(self, h: np.ndarray, n_kernel: int) -> None:
+        self.n = n_kernel
+        hkk, self.hkn, self.hnn = h[:n_kernel, :n_kernel], h[:n_kernel, n_kernel:], h[n_kernel:, n_kernel:]
+        self.t = np.linalg.solve(self.hnn, self.hkn.T) if self.hnn.size else np.zeros((0, n_kernel))
+        red = hkk - self.hkn @ self.t
+        red = 0.5 * (red + red.T)
+        try:
+            self.upper = scipy.linalg.cholesky(red)
+        except (np.linalg.LinAlgError, scipy.linalg.LinAlgError):
+            red = red + np.eye(n_kernel) * 1e-9 * float(np.trace(red)) / n_kernel
+            self.upper = scipy.linalg.cholesky(red)
+
+    def solve(self, b: np.ndarray, *, positivity: bool) -> np.ndarray:
+        from scipy.optimize import nnls  # noqa: PLC0415
+
+        n = self.n
+        bn = b[n:]
+        tb = np.linalg.solve(self.hnn, bn) if bn.size else bn
+        rb = b[:n] - self.hkn @ tb
+        z = scipy.linalg.solve_triangular(self.upper, rb, trans="T")
+        xk = scipy.linalg.solve_triangular(self.upper, z)
+        if positivity and (xk < 0).any():
+            xk, _ = nnls(self.upper, z, maxiter=50 * n)
+        return np.concatenate([xk, tb - self.t @ xk])
 
 
-def _nonneg_refine(h: np.ndarray, b: np.ndarray, x0: np.ndarray, n_kernel: int,
-                   iterations: int) -> np.ndarray:
-    """Minimise 1/2 x^T H x - b^T x with the first ``n_kernel`` entries >= 0 (FISTA)."""
-    v = np.random.default_rng(0).standard_normal(h.shape[0])
-    for _ in range(30):  # power iteration for the Lipschitz constant
-        v = h @ v
-        v /= np.linalg.norm(v)
-    lip = float(v @ h @ v) * 1.05
-    x = x0.copy()
-    x[:n_kernel] = np.clip(x[:n_kernel], 0, None)
-    y, t = x.copy(), 1.0
-    for _ in range(iterations):
-        x_new = y - (h @ y - b) / lip
-        x_new[:n_kernel] = np.clip(x_new[:n_kernel], 0, None)
-        t_new = 0.5 * (1 + np.sqrt(1 + 4 * t * t))
-        y = x_new + ((t - 1) / t_new) * (x_new - x)
-        x, t = x_new, t_new
-    return x
+@dataclass(frozen=True)
+class _Basis:
+    """Kernel unknowns: fine-grid samples in the core, sensor-grid tents outside.
+
+    ``fine`` and ``coarse`` list window element indices (row, col) of the ``kf x kf``
+    fine-grid window; ``synth`` (kf*kf, n) turns the unknowns into fine-grid PSF samples.
+    Every basis function is non-negative, so non-negative unknowns give a non-negative PSF.
+    """
+
+    fine: tuple[np.ndarray, np.ndarray]
+    coarse: tuple[np.ndarray, np.ndarray]
+    synth: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return self.synth.shape[1]
+
+
+def _basis(r: int, s: int, core_px: float | None) -> _Basis:
+    kf = 2 * r * s + 1
+    e = np.arange(kf)
+    ey, ex = np.meshgrid(e, e, indexing="ij")
+    off = np.maximum(np.abs(ey - r * s), np.abs(ex - r * s))  # fine samples from the centre
+    if s == 1 or core_px is None or core_px >= r:
+        fine_mask = np.ones((kf, kf), bool)
+        coarse_mask = np.zeros((kf, kf), bool)
+    else:
+        rc = max(1, int(np.ceil(core_px)))
+        fine_mask = off < rc * s
+        on_grid = ((ey - r * s) % s == 0) & ((ex - r * s) % s == 0)
+        coarse_mask = on_grid & (off >= rc * s)
+    fine = np.nonzero(fine_mask)
+    coarse = np.nonzero(coarse_mask)
+    synth = np.zeros((kf * kf, len(fine[0]) + len(coarse[0])))
+    synth[fine[0] * kf + fine[1], np.arange(len(fine[0]))] = 1.0
+    t = np.arange(-(s - 1), s)
+    tent = 1.0 - np.abs(t) / s
+    for j, (cy, cx) in enumerate(zip(*coarse), start=len(fine[0])):
+        ys, xs = cy + t, cx + t
+        oky, okx = (ys >= 0) & (ys < kf), (xs >= 0) & (xs < kf)
+        block = np.outer(tent[oky], tent[okx])
+        idx = (ys[oky][:, None] * kf + xs[okx][None, :]).ravel()
+        synth[idx, j] = block.ravel()
+    return _Basis(fine, coarse, synth)
+
+
+def _tent_filter(sharp: np.ndarray, s: int) -> np.ndarray:
+    """``sharp`` convolved with the separable tent 1 - |t|/s (|t| < s fine samples)."""
+    from scipy.ndimage import convolve1d  # noqa: PLC0415
+
+    t = np.arange(-(s - 1), s)
+    tent = 1.0 - np.abs(t) / s
+    out = convolve1d(sharp, tent, axis=0, mode="nearest")
+    return convolve1d(out, tent, axis=1, mode="nearest")
 
 
 def estimate_psf_pattern(
@@ -99,7 +161,8 @@ def estimate_psf_pattern(
     reg: float = 0.03,
     weights: np.ndarray | None = None,
     positivity: bool = True,
-    iterations: int = 150,
+    core_px: float | None = None,
+    shading: bool = False,
 ) -> PatternPSF:
     """Estimate the local system PSF from a photo crop and its ideal sharp rendering.
 
@@ -123,8 +186,13 @@ def estimate_psf_pattern(
         0/1 (or inverse-variance) weight per pixel; 0 excludes saturated pixels.
     positivity : bool, keyword-only
         Project onto non-negative PSFs.
-    iterations : int, keyword-only
-        Projected-gradient iterations for positivity.
+    core_px : float, optional, keyword-only
+        Resolve the PSF at ``oversample`` only within this many pixels of the centre
+        (a square) and on the sensor grid (piecewise linear) beyond it: far fewer
+        unknowns for a sharp core with wide, smooth tails. None: everywhere.
+    shading : bool, keyword-only
+        Also fit a smooth (quadratic) multiplicative gain over the crop (vignetting,
+        uneven light): a first solve's model image sets it, the PSF is solved again.
 
     Returns
     -------
@@ -143,20 +211,47 @@ def estimate_psf_pattern(
     >>> round(float(est.psf[2, 2]), 3)
     1.0
     """
+    return estimate_psf_pattern_channels(
+        np.asarray(image)[None], sharp, size=size, oversample=oversample, reg=reg, weights=weights,
+        positivity=positivity, core_px=core_px, shading=shading)[0]
+
+
+def estimate_psf_pattern_channels(
+    images: np.ndarray,
+    sharp: np.ndarray,
+    *,
+    size: int = 15,
+    oversample: int = 2,
+    reg: float = 0.03,
+    weights: np.ndarray | None = None,
+    positivity: bool = True,
+    core_px: float | None = None,
+    shading: bool = False,
+) -> list[PatternPSF]:
+    """:func:`estimate_psf_pattern` for several channels (C, h, w) of one crop.
+
+    The channels share the pattern, the weights and so the normal matrix, which is
+    formed once (the expensive part); each channel has its own gain, offset and PSF.
+    """
     s = check_estimate_request(size, oversample)
-    image = np.asarray(image, dtype=np.float64)
+    images = np.asarray(images, dtype=np.float64)
+    if images.ndim == 2:
+        images = images[None]
     sharp = np.asarray(sharp, dtype=np.float64)
-    h, w = image.shape
+    nch, h, w = images.shape
     if sharp.shape != (h * s, w * s):
         raise CalibError(
             f"sharp pattern has shape {sharp.shape}; expected {(h * s, w * s)} for a "
             f"{w}x{h} crop at oversample {s}"
         )
     r = size // 2
-    big_m = r * s
-    kf = 2 * big_m + 1
-    ny, nx = h - 2 * r, w - 2 * r
-    if ny < 4 or nx < 4 or ny * nx < 2 * kf * kf:
+    kf = 2 * r * s + 1
+    basis = _basis(r, s, core_px)
+    n_k = basis.n
+    # Sensor-grid tents reach s - 1 fine samples beyond the window: keep one pixel clear.
+    bd = 1 if len(basis.coarse[0]) else 0
+    ny, nx = h - 2 * r - 2 * bd, w - 2 * r - 2 * bd
+    if ny < 4 or nx < 4 or ny * nx < 2 * n_k:
         raise CalibError(
             f"a {w}x{h} pixel crop is too small to estimate a {size}x{size} PSF at "
             f"oversample {s}; use a larger region or a smaller PSF"
@@ -165,60 +260,107 @@ def estimate_psf_pattern(
         raise CalibError("the sharp pattern has no contrast in this region; choose another region")
 
     # Row n of the design matrix holds u(s*n - m) for the kernel offsets m (flipped order).
-    win = np.lib.stride_tricks.sliding_window_view(sharp, (kf, kf))[::s, ::s]
-    win = win[:ny, :nx]
-    g = image[r:r + ny, r:r + nx].ravel()
-    wts = np.ones_like(g) if weights is None else np.asarray(weights, float)[r:r + ny, r:r + nx].ravel()
+    def windows(img: np.ndarray, idx: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        view = np.lib.stride_tricks.sliding_window_view(img[bd * s:, bd * s:], (kf, kf))[::s, ::s][:ny, :nx]
+        return view[:, :, idx[0], idx[1]].reshape(ny * nx, -1)
+
+    wts = (np.ones(ny * nx) if weights is None
+           else np.asarray(weights, float)[r + bd:r + bd + ny, r + bd:r + bd + nx].ravel())
     keep = wts > 0
-    if keep.sum() < kf * kf:
+    if keep.sum() < n_k:
         raise CalibError(
             "too few usable (unsaturated) pixels in this region to estimate the PSF; "
             "use a shorter exposure or a larger region"
         )
-    a_ker = win.reshape(ny * nx, kf * kf)[keep].astype(np.float32)
+    cols = [windows(sharp, basis.fine)]
+    if len(basis.coarse[0]):
+        cols.append(windows(_tent_filter(sharp, s), basis.coarse))
+    a_ker = np.concatenate(cols, axis=1)[keep].astype(np.float32)
     yy, xx = np.mgrid[0:ny, 0:nx]
-    nuis = np.stack(
-        [np.ones(ny * nx), (xx.ravel() - nx / 2) / nx, (yy.ravel() - ny / 2) / ny], axis=1
-    )[keep]
-    g = g[keep]
+    xn, yn = (xx.ravel() - nx / 2) / nx, (yy.ravel() - ny / 2) / ny
+    plane = np.stack([np.ones(ny * nx), xn, yn], axis=1)[keep]
+    quad = np.stack([np.ones(ny * nx), xn, yn, xn * xn, xn * yn, yn * yn], axis=1)[keep]
     sw = np.sqrt(wts[keep])
     a_ker *= sw[:, None].astype(np.float32)
-    nuis *= sw[:, None]
-    g = g * sw
+    nuis = plane * sw[:, None]
 
     # Normal equations of [kernel | background plane]; float32 BLAS for the big block.
-    n_k = kf * kf
     hmat = np.empty((n_k + 3, n_k + 3))
     hmat[:n_k, :n_k] = (a_ker.T @ a_ker).astype(np.float64)
-    cross = a_ker.T.astype(np.float64) @ nuis
+    a_t64 = a_ker.T.astype(np.float64)
+    cross = a_t64 @ nuis
     hmat[:n_k, n_k:] = cross
     hmat[n_k:, :n_k] = cross.T
     hmat[n_k:, n_k:] = nuis.T @ nuis
-    rhs = np.concatenate([a_ker.T.astype(np.float64) @ g, nuis.T @ g])
-    scale = float(np.trace(hmat[:n_k, :n_k])) / n_k
-    hmat[:n_k, :n_k] += reg * scale * _gradient_gram(kf)
-    try:
-        x = scipy.linalg.solve(hmat, rhs, assume_a="pos")
-    except (np.linalg.LinAlgError, scipy.linalg.LinAlgError):
-        x = scipy.linalg.lstsq(hmat, rhs)[0]
-    if positivity:
-        x = _nonneg_refine(hmat, rhs, x, n_k, iterations)
-    q = x[:n_k].reshape(kf, kf)[::-1, ::-1]
-    total = float(q.sum())
-    if not np.isfinite(total) or total <= 0:
-        raise CalibError(
-            "the photo does not match the pattern in this region (no positive PSF fits); "
-            "check the registration and that the pattern file is the one photographed"
-        )
-    resid = g - np.concatenate([a_ker.astype(np.float64), nuis], axis=1) @ x
-    fine = (q / total).astype(np.float32)
-    coarse = np.clip(q[::s, ::s], 0, None) if positivity else q[::s, ::s]
-    coarse = (coarse / coarse.sum()).astype(np.float32)
-    return PatternPSF(
-        psf=coarse,
-        psf_fine=fine,
-        oversample=s,
-        contrast=total / (s * s),
-        residual_rms=float(np.sqrt(np.mean((resid / np.where(sw > 0, sw, 1)) ** 2))),
-        n_pixels=int(keep.sum()),
-    )
+    scale = float(np.trace(hmat[:n_k, :n_k])) / float(np.einsum("ij,ij->", basis.synth, basis.synth))
+    grad = _gradient_op(kf)
+    if core_px is not None and s > 1:
+        # Smooth the tails only: a gradient penalty on a sharp core flattens its peak.
+        grad = _outside(kf, s, core_px) @ grad
+    db = grad @ basis.synth
+    hmat[:n_k, :n_k] += reg * scale * (db.T @ db)
+
+    quad_form = _Quadratic(hmat, n_k)
+
+    def solve(g: np.ndarray) -> np.ndarray:
+        return quad_form.solve(np.concatenate([a_t64 @ g, nuis.T @ g]), positivity=positivity)
+
+    out = []
+    for c in range(nch):
+        obs = images[c, r + bd:r + bd + ny, r + bd:r + bd + nx].ravel()[keep]
+        g = obs * sw
+        x = solve(g)
+        if shading:
+            # obs = L(x) m(x) + B(x) with a smooth gain L: regress on the first model image.
+            m = (a_ker @ x[:n_k].astype(np.float32)).astype(np.float64) / sw
+            design = np.concatenate([quad * m[:, None], quad], axis=1) * sw[:, None]
+            coef = np.linalg.lstsq(design, g, rcond=None)[0]
+            gain = quad @ coef[:6]
+            if np.all(gain > 0.2 * abs(coef[0])):
+                gain = gain / coef[0]
+                g = (obs - quad @ coef[6:]) / gain * sw
+                x = solve(g)
+        q = (basis.synth @ x[:n_k]).reshape(kf, kf)[::-1, ::-1]
+        total = float(q.sum())
+        if not np.isfinite(total) or total <= 0:
+            raise CalibError(
+                "the photo does not match the pattern in this region (no positive PSF fits); "
+                "check the registration and that the pattern file is the one photographed"
+            )
+        resid = g - a_ker @ x[:n_k].astype(np.float32) - nuis @ x[n_k:]
+        fine = (q / total).astype(np.float32)
+        coarse = np.clip(q[::s, ::s], 0, None) if positivity else q[::s, ::s]
+        coarse = (coarse / coarse.sum()).astype(np.float32)
+        out.append(PatternPSF(
+            psf=coarse,
+            psf_fine=fine,
+            oversample=s,
+            contrast=total / (s * s),
+            residual_rms=float(np.sqrt(np.mean((resid / np.where(sw > 0, sw, 1)) ** 2))),
+            n_pixels=int(keep.sum()),
+        ))
+    return out
+
+
+def _outside(kf: int, s: int, core_px: float):
+    """Diagonal weights of the forward differences of a kf x kf fine kernel (as in
+    :func:`_gradient_op`): 0 within ``core_px`` pixels of the centre (square), rising
+    to 1 over the next pixel."""
+    import scipy.sparse as sp  # noqa: PLC0415
+
+    c = (kf - 1) / 2
+    a = (np.arange(kf) - c) / s
+    mid = (np.arange(kf - 1) + 0.5 - c) / s
+    rx = np.maximum(np.abs(mid)[None, :], np.abs(a)[:, None]).ravel()  # x differences, row-major
+    ry = np.maximum(np.abs(a)[None, :], np.abs(mid)[:, None]).ravel()  # y differences
+    w = np.clip(np.concatenate([rx, ry]) - core_px, 0.0, 1.0)
+    return sp.diags(w)
+
+
+def _gradient_op(k: int):
+    """Sparse forward differences along both axes of a k x k kernel (flattened)."""
+    import scipy.sparse as sp  # noqa: PLC0415
+
+    d1 = sp.diags([-np.ones(k - 1), np.ones(k - 1)], [0, 1], shape=(k - 1, k))
+    eye = sp.identity(k)
+    return sp.vstack([sp.kron(eye, d1), sp.kron(d1, eye)]).tocsr()

@@ -1,0 +1,486 @@
+"""The PSF map from a photo of the random noise chart.
+
+Two steps, both against the ideal chart rendered through the registered geometry:
+
+1. *Registration from the pattern.* The markers alone leave the homography a few pixels
+   off at the frame's edges and say nothing about the lens's distortion, while the PSF
+   solve needs the chart placed to a small fraction of a (2-pixel) noise cell. Patches
+   across the frame are matched to the render (integer shift by cross-correlation, then
+   a Gauss-Newton fit of shift, gain, offset and a Gaussian blur standing in for the
+   unknown PSF), and the homography and radial distortion are refitted to those
+   correspondences, twice.
+2. *PSF per node.* Around each field node the noise cells are rendered on a grid ``s``
+   times finer than the pixels through the exact (distorted) mapping, pixels near
+   markers, beyond the pattern or clipped are left out, and the PSF is solved by
+   regularised least squares with positivity (:mod:`calib._psf_pattern`), one normal
+   matrix shared by the colour channels. Each PSF is solved on a support wider than the
+   one returned, so light beyond the returned window does not bias it, then cropped.
+
+Geometry and PSF position are not separable: a coma-shifted PSF reads as a shifted
+chart. The fitted geometry absorbs the smooth part of that, and every node's PSFs are
+re-centred on green's centroid anyway (red and blue keep their offsets from green).
+"""
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, replace
+
+import cv2
+import numpy as np
+from scipy.optimize import least_squares
+
+import targets
+
+from ._errors import CalibError
+from ._pattern_register import render_pattern
+from ._register import Registration
+
+__all__: list[str] = []
+
+
+def _progress(msg: str, enabled: bool) -> None:
+    if enabled:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def _apply_h(h: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    v = np.asarray(xy, np.float64) @ h[:, :2].T + h[:, 2]
+    return v[:, :2] / v[:, 2:3]
+
+
+def image_to_chart_mm(reg: Registration, xy: np.ndarray) -> np.ndarray:
+    """Recorded pixels (N, 2) -> chart mm (the radial model inverted, then the homography)."""
+    return _apply_h(np.linalg.inv(reg.homography), reg.distortion.undistort(np.asarray(xy, np.float64)))
+
+
+# ----------------------------------------------------------------------------- registration
+
+
+def render_frame(layout: targets.Layout, reg: Registration, shape: tuple[int, int]) -> np.ndarray:
+    """The ideal chart (H, W) as the registered (distorted) camera records it, one sample per pixel."""
+    h, w = shape
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
+    ideal = reg.distortion.undistort(np.stack([gx.ravel(), gy.ravel()], -1))
+    ix, iy = ideal[:, 0].reshape(h, w), ideal[:, 1].reshape(h, w)
+    # Render the undistorted image at 2 samples per pixel (the remap's interpolation then
+    # barely blurs a 2-pixel cell), then resample it at the distorted pixel positions.
+    s = 2
+    x0, y0 = math.floor(ix.min()) - 2, math.floor(iy.min()) - 2
+    x1, y1 = math.ceil(ix.max()) + 2, math.ceil(iy.max()) + 2
+    to_fine = np.array([[s, 0, -s * x0], [0, s, -s * y0], [0, 0, 1.0]])
+    fine = targets.render_layout(layout, ((y1 - y0) * s + 1, (x1 - x0) * s + 1),
+                                 homography=to_fine @ reg.homography, supersample=2)
+    # area-average the fine samples over a pixel (box of s samples), centred
+    fine = cv2.blur(np.asarray(fine, np.float32), (s, s))
+    mapx = ((ix - x0) * s + 0.5).astype(np.float32)
+    mapy = ((iy - y0) * s + 0.5).astype(np.float32)
+    return cv2.remap(fine, mapx, mapy, interpolation=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+
+
+def _integer_shift(photo: np.ndarray, render: np.ndarray, search: int) -> tuple[int, int, float]:
+    """Integer (dx, dy) maximising the correlation of ``photo`` with ``render`` moved by it,
+    and the peak's normalised height (1 = perfect match)."""
+    a = photo - photo.mean()
+    b = render - render.mean()
+    win = np.outer(np.hanning(a.shape[0]), np.hanning(a.shape[1]))
+    fa = np.fft.rfft2(a * win)
+    fb = np.fft.rfft2(b * win)
+    cc = np.fft.irfft2(fa * np.conj(fb), a.shape)
+    cc = np.fft.fftshift(cc)
+    cy, cx = a.shape[0] // 2, a.shape[1] // 2
+    sub = cc[cy - search:cy + search + 1, cx - search:cx + search + 1]
+    iy, ix = np.unravel_index(int(np.argmax(sub)), sub.shape)
+    norm = float(np.sqrt(((a * win) ** 2).sum() * ((b * win) ** 2).sum())) + 1e-30
+    return int(ix - search), int(iy - search), float(sub[iy, ix] / norm)
+
+
+def _subpixel_shift(photo: np.ndarray, render: np.ndarray, pad: int, d0: tuple[float, float],
+                    *, iterations: int = 8) -> tuple[float, float, float, float] | None:
+    """Gauss-Newton fit of photo = a * (G_sigma * render)(x - d) + b on the central part.
+
+    ``render`` is ``pad`` pixels larger than ``photo`` on each side. Returns (dx, dy,
+    sigma, correlation) or None when the fit does not settle.
+    """
+    hr, wr = render.shape
+    fy = np.fft.fftfreq(hr)[:, None]
+    fx = np.fft.rfftfreq(wr)[None, :]
+    spec = np.fft.rfft2(render - render.mean())
+    w2 = (2 * np.pi) ** 2 * (fx**2 + fy**2)
+    obs = photo.ravel()
+    dx, dy = d0
+    sigma, a, b = 1.0, None, None
+    sl = (slice(pad, hr - pad), slice(pad, wr - pad))
+    for _ in range(iterations):
+        g = np.exp(-0.5 * sigma**2 * w2 - 2j * np.pi * (fx * dx + fy * dy))
+        m = np.fft.irfft2(spec * g, (hr, wr))[sl].ravel()
+        mx = np.fft.irfft2(spec * g * (2j * np.pi * fx), (hr, wr))[sl].ravel()  # d m / d x
+        my = np.fft.irfft2(spec * g * (2j * np.pi * fy), (hr, wr))[sl].ravel()
+        ms = np.fft.irfft2(spec * g * (-sigma * w2), (hr, wr))[sl].ravel()
+        if a is None:
+            a, b = np.polyfit(m, obs, 1)
+        jac = np.stack([-a * mx, -a * my, a * ms, m, np.ones_like(m)], 1)
+        res = obs - (a * m + b)
+        step, *_ = np.linalg.lstsq(jac, res, rcond=None)
+        step[:2] = np.clip(step[:2], -1.0, 1.0)
+        dx, dy = dx + step[0], dy + step[1]
+        sigma = float(np.clip(sigma + step[2], 0.3, 12.0))
+        a, b = a + step[3], b + step[4]
+        if abs(step[0]) + abs(step[1]) < 1e-4:
+            break
+    if abs(dx - d0[0]) > 2 or abs(dy - d0[1]) > 2:
+        return None
+    corr = float(np.corrcoef(m, obs)[0, 1])
+    return float(dx), float(dy), sigma, corr
+
+
+def _fit_geometry(reg: Registration, mm: np.ndarray, xy: np.ndarray, wts: np.ndarray) -> Registration:
+    """Homography and k1, k2 (about the frame centre) fitted to correspondences mm -> xy."""
+    centre, norm = reg.centre_xy_px, reg.norm_radius_px
+
+    def model(p):
+        hm = np.append(p[:8], 1.0).reshape(3, 3)
+        return Registration(hm, centre, norm, float(p[8]), float(p[9]), 0, 0, 0, 0)
+
+    def resid(p):
+        return ((model(p).chart_to_image(mm) - xy) * wts[:, None]).ravel()
+
+    p0 = np.concatenate([(reg.homography / reg.homography[2, 2]).ravel()[:8], [reg.k1, reg.k2]])
+    sol = least_squares(resid, p0, x_scale="jac", method="trf", loss="soft_l1", f_scale=0.2)
+    out = model(sol.x)
+    err = np.hypot(*(out.chart_to_image(mm) - xy).T)
+    return replace(out, residual_rms_px=float(np.sqrt(np.mean(err**2))), residual_max_px=float(err.max()),
+                   n_points=int(len(mm)), n_markers=reg.n_markers)
+
+
+def refine_registration(green: np.ndarray, layout: targets.Layout, reg: Registration, *,
+                        patch_px: int = 64, step_px: int = 48, passes: int = 3,
+                        progress: bool = False) -> Registration:
+    """Refit the homography and radial distortion on the chart's own texture.
+
+    Parameters
+    ----------
+    green : ndarray (H, W)
+        Linear green channel.
+    layout : targets.Layout
+    reg : Registration
+        Starting geometry (from the markers), within a few pixels.
+    patch_px, step_px : int, keyword-only
+        Side of the matched patches and their spacing.
+    passes : int, keyword-only
+        Render-match-fit rounds.
+
+    Returns
+    -------
+    Registration
+        ``residual_*`` and ``n_points`` describe the patch correspondences of the last fit.
+    """
+    img = np.asarray(green, np.float32)
+    h, w = img.shape
+    half = patch_px // 2
+    xs = np.arange(half + 8, w - half - 8, step_px)
+    ys = np.arange(half + 8, h - half - 8, step_px)
+    for k in range(passes):
+        search = 12 if k == 0 else 3
+        pad = search + 8
+        ren = render_frame(layout, reg, (h, w))
+        ren_p = np.pad(ren, pad, mode="reflect")
+        mm, dst, wts = [], [], []
+        for y in ys:
+            for x in xs:
+                ph = img[y - half:y + half, x - half:x + half].astype(np.float64)
+                rp = ren_p[y - half:y + half + 2 * pad, x - half:x + half + 2 * pad].astype(np.float64)
+                if rp[pad:-pad, pad:-pad].std() < 0.05 or ph.std() < 1e-4:
+                    continue  # flat (marker quiet zone, paper): nothing to match
+                ix, iy, peak = _integer_shift(ph, rp[pad:-pad, pad:-pad], search)
+                if peak < 0.1:
+                    continue
+                fit = _subpixel_shift(ph, rp, pad, (ix, iy))
+                if fit is None or fit[3] < 0.3:
+                    continue
+                # photo(x) = render(x - d): the chart point the render puts at x lies at x + d
+                c = np.array([[x - 0.5, y - 0.5]])
+                mm.append(image_to_chart_mm(reg, c)[0])
+                dst.append(c[0] + fit[:2])
+                wts.append(fit[3])
+        if len(mm) < 12:
+            _progress(f"analyze: only {len(mm)} pattern patches matched; markers-only registration kept", progress)
+            return reg
+        reg = _fit_geometry(reg, np.asarray(mm), np.asarray(dst), np.asarray(wts))
+        _progress(f"analyze: pattern registration pass {k + 1}: {len(mm)} patches, k1={reg.k1:+.5f} "
+                  f"k2={reg.k2:+.5f}, residual {reg.residual_rms_px:.3f} px rms", progress)
+    return reg
+
+
+# ----------------------------------------------------------------------------- PSF per node
+
+#: PSFs narrower than this (rms, pixels) are resolved at 3 samples per pixel in their core.
+OVERSAMPLE_WIDTH_PX = 0.9
+#: Extra support (pixels each side) of the solve beyond the returned PSF.
+SOLVE_MARGIN_PX = 2
+#: Gradient-penalty weight (relative to the data energy per unknown) per oversampling.
+NOISE_REG = {1: 0.003, 2: 0.0, 3: 0.0}
+
+
+def _chart_to_pattern(patch, reg: Registration, box: tuple[float, float, float, float]):
+    """Photo (x, y) arrays -> pattern cell coordinates of ``patch`` (cell centres at
+    integers) over ``box`` (x0, y0, x1, y1): the exact mapping (distortion inverted, then
+    the homography) fitted by cubic polynomials on a grid, far cheaper to evaluate at
+    millions of sub-samples and exact to ~1e-4 px over a crop of a few hundred pixels."""
+    x0, y0, x1, y1 = box
+    gx, gy = np.meshgrid(np.linspace(x0, x1, 9), np.linspace(y0, y1, 9))
+    mm = image_to_chart_mm(reg, np.stack([gx.ravel(), gy.ravel()], -1))
+    uv = (mm - [patch.x0_mm, patch.y0_mm]) / patch.cell_mm - 0.5
+    cx, cy, sc = 0.5 * (x0 + x1), 0.5 * (y0 + y1), max(x1 - x0, y1 - y0, 1.0) / 2
+
+    def powers(x, y):
+        xn, yn = (x - cx) / sc, (y - cy) / sc
+        return [xn**i * yn**j for i in range(4) for j in range(4 - i)]
+
+    basis = np.stack(powers(gx.ravel(), gy.ravel()), 1)
+    coef = np.linalg.lstsq(basis, uv, rcond=None)[0]
+
+    def fn(x, y):
+        terms = powers(np.asarray(x, np.float64), np.asarray(y, np.float64))
+        u = sum(c * t for c, t in zip(coef[:, 0], terms))
+        v = sum(c * t for c, t in zip(coef[:, 1], terms))
+        return u, v
+
+    return fn
+
+
+def _usable(layout, reg: Registration, patch, x0: int, y0: int, side: int, reach_px: float) -> np.ndarray:
+    """(side, side) bool: pixels whose neighbourhood of ``reach_px`` lies on the noise cells,
+    clear of the markers (and their quiet zones) drawn over the pattern."""
+    gx, gy = np.meshgrid(np.arange(x0, x0 + side, dtype=np.float64), np.arange(y0, y0 + side, dtype=np.float64))
+    mm = image_to_chart_mm(reg, np.stack([gx.ravel(), gy.ravel()], -1))
+    jac = reg.jacobian(mm[len(mm) // 2:len(mm) // 2 + 1])[0]
+    reach_mm = reach_px / float(np.sqrt(abs(np.linalg.det(jac))))
+    ok = ((mm[:, 0] > patch.x0_mm + reach_mm) & (mm[:, 0] < patch.x1_mm - reach_mm)
+          & (mm[:, 1] > patch.y0_mm + reach_mm) & (mm[:, 1] < patch.y1_mm - reach_mm))
+    ms = layout.markers
+    quiet = ms.size_mm / max(ms.modules, 1) * ms.quiet_modules + reach_mm
+    for m in ms.items:
+        c = np.asarray(m.corners_mm, float)
+        lo, hi = c.min(axis=0) - quiet, c.max(axis=0) + quiet
+        ok &= ~((mm[:, 0] > lo[0]) & (mm[:, 0] < hi[0]) & (mm[:, 1] > lo[1]) & (mm[:, 1] < hi[1]))
+    return ok.reshape(side, side)
+
+
+def _crop_psf(fine: np.ndarray, s: int, k_out: int) -> np.ndarray:
+    """Centre-crop a fine PSF to the fine window of a ``k_out`` sensor-grid PSF, sum 1."""
+    kf = (k_out - 1) * s + 1
+    a = (fine.shape[0] - kf) // 2
+    out = np.clip(fine[a:a + kf, a:a + kf].astype(np.float64), 0, None)
+    return out / out.sum()
+
+
+def _centroid(psf: np.ndarray, s: int) -> tuple[float, float]:
+    k = psf.shape[0]
+    ax = (np.arange(k) - k // 2) / s
+    t = psf.sum()
+    return float((psf.sum(0) * ax).sum() / t), float((psf.sum(1) * ax).sum() / t)
+
+
+def _recentre(fine: np.ndarray, s: int, dx: float, dy: float) -> np.ndarray:
+    """Shift a fine PSF by (dx, dy) pixels, then sample it on the sensor grid (sum 1)."""
+    from scipy.ndimage import shift as nd_shift  # noqa: PLC0415
+
+    moved = nd_shift(fine.astype(np.float64), (dy * s, dx * s), order=3, mode="constant")
+    coarse = np.clip(moved[::s, ::s], 0, None)
+    return coarse / coarse.sum()
+
+
+def _render_crop(values: np.ndarray, patch, reg: Registration, origin: tuple[float, float], side: int,
+                 s: int, outside: float) -> np.ndarray:
+    x0, y0 = origin
+    fn = _chart_to_pattern(patch, reg, (x0 - 2, y0 - 2, x0 + side + 2, y0 + side + 2))
+    # The cells are boxes along the pattern's axes and rendered separably, which is exact
+    # while the chart is seen square-on; a rotated or sheared view needs sub-samples.
+    eps = 0.5 * side
+    u, v = fn(np.array([x0, x0 + eps, x0]), np.array([y0, y0, y0 + eps]))
+    shear = max(abs(v[1] - v[0]) / max(abs(u[1] - u[0]), 1e-9), abs(u[2] - u[0]) / max(abs(v[2] - v[0]), 1e-9))
+    return render_pattern(values, None, (side * s, side * s), origin_xy_px=(x0, y0), oversample=s,
+                          supersample=1 if shear < 0.03 else 3, kernel="box", to_pattern=fn, outside=outside)
+
+
+def estimate_node(data: np.ndarray, bad: np.ndarray, layout, reg: Registration, bits: np.ndarray,
+                  centre_xy: tuple[float, float], *, green: int, side: int, size: int, oversample: int,
+                  core_px: float | None, margin_px: int = SOLVE_MARGIN_PX):
+    """Fine PSFs of one crop of ``side`` pixels around ``centre_xy`` (clamped into the frame).
+
+    Solved with ``margin_px`` more support each side than ``size``, then cropped; solved
+    twice: the second time the pattern is rendered moved by the first solve's green
+    centroid, so green's centroid falls on the centre sample and the sensor-grid PSFs
+    are every ``s``-th fine sample, with no interpolation of a sharp PSF.
+
+    Returns
+    -------
+    (list of (kf, kf) fine PSFs per channel, sum 1; the last solve's PatternPSF list;
+    number of pixels used)
+    """
+    from ._psf_pattern import estimate_psf_pattern_channels  # noqa: PLC0415
+
+    h, w = data.shape[:2]
+    s = int(oversample)
+    x0 = int(np.clip(round(centre_xy[0] - side / 2), 0, w - side))
+    y0 = int(np.clip(round(centre_xy[1] - side / 2), 0, h - side))
+    patch = layout.noise[0]
+    k_solve = size + 2 * margin_px
+    use = _usable(layout, reg, patch, x0, y0, side, k_solve / 2 + 1.5)
+    use &= ~bad[y0:y0 + side, x0:x0 + side]
+    ink_on, ink_off = layout.reflectance(patch.ink_on), layout.reflectance(patch.ink_off)
+    values = np.where(bits > 0, ink_on, ink_off)
+    crop = np.moveaxis(data[y0:y0 + side, x0:x0 + side], -1, 0)
+    dx = dy = 0.0
+    for _ in range(2):
+        sharp = _render_crop(values, patch, reg, (x0 - dx, y0 - dy), side, s, 0.5 * (ink_on + ink_off))
+        ests = estimate_psf_pattern_channels(crop, sharp, size=k_solve, oversample=s, reg=NOISE_REG[s],
+                                             weights=use.astype(np.float64), core_px=core_px, shading=True)
+        fines = [_crop_psf(e.psf_fine, s, size) for e in ests]
+        cx, cy = _centroid(fines[green], s)
+        dx, dy = dx + cx, dy + cy
+    return fines, ests, int(use.sum())
+
+
+@dataclass(frozen=True)
+class NoiseChartPSFs:
+    """PSFs per node from the noise chart (before filling the nodes without data).
+
+    Attributes
+    ----------
+    psf : ndarray (C, ny, nx, k, k), float32
+        Sensor-grid PSFs, green's centroid on the centre sample, red and blue at their
+        offsets from green; zeros where ``measured`` is False.
+    measured : ndarray (ny, nx) bool
+    flags : ndarray (C, ny, nx) uint8
+    registration : Registration
+        The geometry refined on the pattern (homography and radial distortion).
+    oversample : int
+        Sub-pixel sampling of the solve.
+    notes : tuple of str
+    """
+
+    psf: np.ndarray
+    measured: np.ndarray
+    flags: np.ndarray
+    registration: Registration
+    oversample: int
+    notes: tuple[str, ...]
+
+
+#: Side (pixels) of the square crop each node's PSF is solved on.
+CROP_PX = 128
+#: Sensor-grid half-width of the fine core (pixels) when solving at 3 samples per pixel.
+CORE_PX = 2.0
+
+
+def _width_and_extent(psf: np.ndarray) -> tuple[float, float]:
+    """(rms width per axis, radius holding 99.5 % of the light) of a sensor-grid PSF, px."""
+    k = psf.shape[0]
+    ax = np.arange(k) - k // 2
+    yy, xx = np.meshgrid(ax, ax, indexing="ij")
+    p = np.clip(psf, 0, None) / np.clip(psf, 0, None).sum()
+    mx, my = (p * xx).sum(), (p * yy).sum()
+    r = np.hypot(xx - mx, yy - my)
+    sigma = float(np.sqrt((p * r**2).sum() / 2))
+    order = np.argsort(r.ravel())
+    cum = np.cumsum(p.ravel()[order])
+    return sigma, float(r.ravel()[order][min(np.searchsorted(cum, 0.995), len(cum) - 1)])
+
+
+def noise_psf_map(data: np.ndarray, sat: np.ndarray, gi: int, layout: targets.Layout, reg: Registration, *,
+                  grid: tuple[int, int] | None, oversample: int | None, psf_size: int | None,
+                  progress: bool = False) -> NoiseChartPSFs:
+    """PSFs at the field nodes from a photo of the noise chart (see the module notes).
+
+    Parameters
+    ----------
+    data : ndarray (H, W, C)
+        Linear photo.
+    sat : ndarray (H, W) or (H, W, C) bool
+        Clipped pixels.
+    gi : int
+        Index of the green (reference) channel.
+    layout : targets.Layout
+        A chart with a noise patch.
+    reg : Registration
+        Marker registration (refined here on the pattern).
+    grid : (ny, nx), optional
+        Nodes spanning the frame corner to corner; default (6, 9).
+    oversample : int, optional
+        Sub-pixel sampling of the solve; default 3 for PSFs narrower than
+        ``OVERSAMPLE_WIDTH_PX`` rms, else 1.
+    psf_size : int, optional
+        Odd PSF side; default from a first, sensor-grid estimate (99.5 % of the light).
+    progress : bool
+        One line per node on stderr.
+
+    Returns
+    -------
+    NoiseChartPSFs
+    """
+    from ._sim._threads import parallel_map  # noqa: PLC0415
+
+    h, w, nc = data.shape
+    bad = sat.any(axis=-1) if sat.ndim == 3 else np.asarray(sat, bool)
+    reg = refine_registration(data[..., gi], layout, reg, progress=progress)
+    ny, nx = grid if grid is not None else (6, 9)
+    if ny < 1 or nx < 1:
+        raise CalibError(f"grid {grid} must have at least one node per axis")
+    xs, ys = np.linspace(0, w - 1, nx), np.linspace(0, h - 1, ny)
+    side = int(min(CROP_PX, h, w))
+    bits = layout.noise[0].bits()
+    if psf_size is None or oversample is None:
+        # A pilot at the centre and a corner sets the support and sampling.
+        widths, extents = [], []
+        for cx, cy in ((w / 2, h / 2), (side / 2, side / 2)):
+            try:
+                # fine core, sensor-grid tails: resolves a sharp PSF and a wide one alike
+                fines, _, _ = estimate_node(data, bad, layout, reg, bits, (cx, cy), green=gi, side=side,
+                                            size=17, oversample=3, core_px=CORE_PX, margin_px=1)
+            except CalibError:
+                continue
+            sg, ex = _width_and_extent(fines[gi][::3, ::3])
+            widths.append(sg)
+            extents.append(ex)
+        if not widths:
+            raise CalibError("the noise pattern could not be matched anywhere in the photo; check the "
+                             "layout is the chart photographed and that the photo is exposed")
+        if psf_size is None:
+            psf_size = int(min(31, max(9, 2 * int(np.ceil(max(extents))) + 3)))
+        if oversample is None:
+            oversample = 3 if min(widths) < OVERSAMPLE_WIDTH_PX else 1
+        _progress(f"analyze: noise chart PSF {psf_size} px, rms width {min(widths):.2f}-{max(widths):.2f} px, "
+                  f"oversample {oversample}", progress)
+    s = int(oversample)
+    if s not in NOISE_REG:
+        raise CalibError(f"oversample {s} is not supported for the noise chart; use one of {sorted(NOISE_REG)}")
+    core = CORE_PX if s > 1 else None
+
+    def node(ij):
+        i, j = ij
+        try:
+            fines, _ests, n_used = estimate_node(data, bad, layout, reg, bits, (xs[j], ys[i]), green=gi,
+                                                 side=side, size=psf_size, oversample=s, core_px=core)
+        except CalibError as err:
+            _progress(f"analyze: node ({j},{i}) at ({xs[j]:.0f},{ys[i]:.0f}): {err}; filled", progress)
+            return None
+        cx, cy = _centroid(fines[gi], s)
+        out = np.stack([_recentre(f, s, -cx, -cy) for f in fines])
+        _progress(f"analyze: node ({j},{i}) at ({xs[j]:.0f},{ys[i]:.0f}): noise pattern, {n_used} px", progress)
+        return out
+
+    results = parallel_map(node, [(i, j) for i in range(ny) for j in range(nx)])
+    psf = np.zeros((nc, ny, nx, psf_size, psf_size), np.float32)
+    flags = np.zeros((nc, ny, nx), np.uint8)
+    measured = np.zeros((ny, nx), bool)
+    for (i, j), res in zip([(i, j) for i in range(ny) for j in range(nx)], results):
+        if res is not None:
+            psf[:, i, j] = res
+            measured[i, j] = True
+    notes = []
+    if not measured.all():
+        notes.append(f"{int((~measured).sum())} of {measured.size} field nodes were off the noise pattern "
+                     "and were filled")
+    return NoiseChartPSFs(psf, measured, flags, reg, s, tuple(notes))
