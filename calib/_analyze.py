@@ -586,56 +586,18 @@ def _marker_mask(layout: targets.Layout, reg: Registration, shape: tuple[int, in
 
 
 def _noise_map(data, sat, channels, gi, layout, reg: Registration, *, grid, oversample, psf_size, progress):
-    """PSFs from the random noise pattern rendered through the registered geometry."""
+    """PSFs from the random noise pattern rendered through the registered geometry
+    (refined on the pattern itself; see :mod:`calib._noise_chart`)."""
+    from ._noise_chart import noise_psf_map  # noqa: PLC0415
+
     h, w = data.shape[:2]
     xs, ys = _grid_nodes(w, h, grid)
-    ny, nx = len(ys), len(xs)
-    nc = len(channels)
-    s = int(oversample)
-    psf = np.zeros((nc, ny, nx, psf_size, psf_size), np.float32)
-    flags = np.zeros((nc, ny, nx), np.uint8)
-    have = np.zeros((ny, nx), bool)
-    half = max(48, 4 * psf_size)
-    hinv = np.linalg.inv(reg.homography)
-    patch = layout.noise[0]
-    for i, y in enumerate(ys):
-        for j, x in enumerate(xs):
-            cx = int(np.clip(round(x), half, w - half - 1))
-            cy = int(np.clip(round(y), half, h - half - 1))
-            x0, y0 = cx - half, cy - half
-            # Local homography of the distorted mapping over the crop (distortion is smooth).
-            gx, gy = np.meshgrid(np.linspace(x0, x0 + 2 * half, 5), np.linspace(y0, y0 + 2 * half, 5))
-            img_pts = np.stack([gx.ravel(), gy.ravel()], 1)
-            mm = _undistort_to_mm(reg, hinv, img_pts)
-            if not ((mm[:, 0] > patch.x0_mm) & (mm[:, 0] < patch.x1_mm)
-                    & (mm[:, 1] > patch.y0_mm) & (mm[:, 1] < patch.y1_mm)).all():
-                continue
-            import cv2  # noqa: PLC0415
-
-            hl, _ = cv2.findHomography(mm, img_pts - [x0, y0])
-            to_fine = np.array([[s, 0, 0], [0, s, 0], [0, 0, 1.0]])
-            sharp = targets.render_layout(layout, (2 * half * s + s, 2 * half * s + s),
-                                          homography=to_fine @ hl, supersample=4)
-            sharp = sharp[: (2 * half + 1) * s, : (2 * half + 1) * s]
-            fines = []
-            try:
-                for c in range(nc):
-                    crop = data[y0:y0 + 2 * half + 1, x0:x0 + 2 * half + 1, c]
-                    wts = None if sat.ndim != 3 else (~sat[y0:y0 + 2 * half + 1, x0:x0 + 2 * half + 1, c]).astype(float)
-                    fines.append(estimate_psf_pattern(crop, sharp, size=psf_size, oversample=s, weights=wts).psf_fine)
-            except CalibError:
-                continue
-            dx, dy = _centroid(fines[gi], s)
-            for c in range(nc):
-                psf[c, i, j] = _recentre(fines[c], s, -dx, -dy)
-            have[i, j] = True
-            _progress(f"analyze: node ({j},{i}) at ({x:.0f},{y:.0f}): noise pattern", progress)
-    notes = []
-    if not have.all():
-        notes.append(f"{int((~have).sum())} of {have.size} field nodes were off the noise pattern and were filled")
+    res = noise_psf_map(data, sat, gi, layout, reg, grid=(len(ys), len(xs)), oversample=oversample,
+                        psf_size=psf_size, progress=progress)
+    psf, have, flags = res.psf.copy(), res.measured.copy(), res.flags.copy()
     _fill_missing(psf, have, flags)
     nodes = np.stack(np.meshgrid(xs, ys, indexing="xy"), axis=-1)
-    return PSFMap(psf, nodes, tuple(channels), (w, h), 1, flags), notes
+    return PSFMap(psf, nodes, tuple(channels), (w, h), 1, flags), list(res.notes)
 
 
 def _undistort_to_mm(reg: Registration, hinv: np.ndarray, q: np.ndarray) -> np.ndarray:
