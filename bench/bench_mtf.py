@@ -4,8 +4,9 @@ Usage: ``python bench/bench_mtf.py [--quick]``.
 
 Stripes: every grating patch of a stripes chart shot by the simulated camera (each lens
 profile, with its distortion), measured with ``calib.measure_stripes`` and compared with
-the MTF of ``true_psf`` at the patch centre (``psf_mtf``, 3x oversampled), and with the
-MTF of the true PSF averaged over the analysed window (what a patch-sized measurement
+the MTF of ``true_psf`` at the patch centre (``psf_mtf`` of the renderer's own kernel, at
+``render_oversample``, times the box over which the renderer averages the chart), and with
+the MTF of the true PSF averaged over the analysed window (what a patch-sized measurement
 sees where the PSF changes across the field). Target: |error| < 0.02.
 
 Through focus: ``calib.through_focus`` on true PSF maps and on stripe shots at several
@@ -52,15 +53,23 @@ def _truths(cam, lay, res, focus):
         for r in pr.records:
             if r.flags:
                 continue
-            kw = dict(focus_position=focus, object_distance_m=DIST_M, oversample=3)
+            # The renderer's own operator: its PSFs at render_oversample (another sampling
+            # windows the PSF differently) times the box of 1/render_oversample px over
+            # which it averages the chart (the grating's modulation includes it).
+            s = cam.render_oversample
+            kw = dict(focus_position=focus, object_distance_m=DIST_M, oversample=s)
+            t = np.radians(r.orientation_deg)
+            box = np.abs(np.sinc(r.freq_cpp * np.cos(t) / s) * np.sinc(r.freq_cpp * np.sin(t) / s))
             psf = cam.true_psf(r.x_px, r.y_px, r.channel, **kw)
-            _, t0 = psf_mtf(psf, r.orientation_deg, sampling=3, freq_cpp=r.freq_cpp)
+            _, t0 = psf_mtf(psf, r.orientation_deg, sampling=s, freq_cpp=r.freq_cpp)
+            t0 = t0 * box
             k = psf.shape[0]
             mean = np.zeros((k, k))
             for dy in offs:
                 for dx in offs:
                     mean += cam.true_psf(r.x_px + dx, r.y_px + dy, r.channel, size=k, **kw)
-            _, t1 = psf_mtf(mean, r.orientation_deg, sampling=3, freq_cpp=r.freq_cpp)
+            _, t1 = psf_mtf(mean, r.orientation_deg, sampling=s, freq_cpp=r.freq_cpp)
+            t1 = t1 * box
             centre_err.extend(r.mtf - t0)
             avg_err.extend(r.mtf - t1)
     return np.abs(centre_err), np.abs(avg_err)
