@@ -27,3 +27,11 @@ def test_taper_fades_edges_to_the_mean_and_keeps_the_centre(rng):
     taper_edges(tile, 8)
     assert np.array_equal(tile[8:-8, 8:-8], before[8:-8, 8:-8])
     assert np.allclose(tile[0, 0], before.mean(), atol=0.05)
+
+
+def test_extract_into_a_given_buffer_mirrors_every_side_and_corner(rng):
+    img = rng.random((20, 30, 3)).astype(np.float32)
+    buf = np.full((31, 44, 3), np.nan, np.float32)
+    out = extract_reflected(img, -6, 25, -9, 35, out=buf)
+    expected = img[reflect_indices(-6, 25, 20)][:, reflect_indices(-9, 35, 30)]
+    assert out is buf and np.array_equal(out, expected)

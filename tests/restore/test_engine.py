@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from restore_synth import blur_with_map, constant_map, disc_psf, gaussian_psf, psnr, scene, soft_corner_map
 
+import calib
 import restore
 from restore import RestoreError, restore_image
 
@@ -61,6 +62,16 @@ def test_true_map_improves_on_the_blurred_photo_in_every_tile(noisy):
         for xs in np.array_split(np.arange(360), 4):
             sl = np.ix_(ys, xs)
             assert psnr(out[sl], img[sl]) > psnr(obs[sl], img[sl])
+
+
+def test_tiles_are_smaller_where_the_psf_changes_faster():
+    varying = soft_corner_map(360, 240)
+    same_everywhere = np.broadcast_to(varying.psf[:, 1:2, 2:3], varying.psf.shape).copy()
+    steady = calib.PSFMap(same_everywhere, varying.nodes_xy, varying.channels, varying.image_size)
+    img = np.full((240, 360), 0.5, np.float32)
+    fast = restore_image(img, varying, noise=0.005)
+    slow = restore_image(img, steady, noise=0.005)
+    assert fast.tile_count > slow.tile_count
 
 
 def test_tv_beats_the_best_wiener_on_a_natural_scene(noisy):

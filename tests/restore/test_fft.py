@@ -66,3 +66,29 @@ def test_otf_cache_keeps_its_first_entries_when_one_group_overflows_it(rng):
     first = [cache.otf(p, (32, 32), group="map") for p in psfs]
     again = [cache.otf(p, (32, 32), group="map") for p in psfs]
     assert [a is b for a, b in zip(first, again)] == [True, True, True, False, False]
+
+
+def test_otf_variance_is_the_quarter_power_of_the_psf_differences_summed_over_axes(rng):
+    deltas = rng.standard_normal((3, 2, 7, 7)).astype(np.float32)
+    shape = (41, 36)
+    var = _fft.otf_variance(deltas, shape)
+    direct = sum(np.abs(_fft.psf2otf(deltas[:, a], shape)) ** 2 for a in range(2)) / 4
+    assert all(np.allclose(var[c], direct[c], atol=1e-4 * direct.max()) for c in range(3))
+
+
+def test_filter_built_from_psfs_equals_the_regularised_inverse_of_their_otf(rng):
+    psfs = rng.random((2, 5, 5)).astype(np.float32)
+    psfs /= psfs.sum(axis=(1, 2), keepdims=True)
+    shape = (24, 30)
+    prior = _fft.gradient_power(shape)
+    weights = np.array([0.01, 0.05], np.float32)
+    built = _fft.inverse_filter_from_psfs(psfs, shape, prior, weights, normalised=True)
+    reference = _fft.inverse_filter(_fft.psf2otf(psfs, shape), prior, weights) / (shape[0] * shape[1])
+    assert np.allclose(built, reference, rtol=1e-4, atol=1e-7)
+
+
+def test_inverse_transform_of_chosen_rows_matches_those_rows_of_the_full_one(rng):
+    tile = rng.random((30, 26, 3)).astype(np.float32)
+    spec = _fft.rfft2_planar(tile)
+    rows = _fft.irfft2_interleaved(spec.copy(), (30, 26), rows=slice(4, 21))
+    assert np.allclose(rows, tile[4:21], atol=1e-5)
