@@ -415,8 +415,10 @@ def _noise_power(
     resp = operator(np.eye(nb))  # (n_lsf, nb)
     x = (np.arange(resp.shape[0]) + 1.0) * step
     coarse = np.linspace(0.0, float(freq_out.max()), _NOISE_FREQS)
-    dft = np.exp(-2j * np.pi * np.outer(coarse, x)) @ resp  # (F, nb)
-    return np.interp(freq_out, coarse, (np.abs(dft) ** 2) @ var_bin)
+    arg = (2 * np.pi) * np.outer(coarse, x)
+    # Real products: numpy's complex-by-real matmul skips BLAS and is ~40x slower.
+    power = (np.cos(arg) @ resp) ** 2 + (np.sin(arg) @ resp) ** 2  # (F, nb)
+    return np.interp(freq_out, coarse, power @ var_bin)
 
 
 def _sfr_one(
