@@ -40,9 +40,12 @@ _CORE_PER_NODE_SPACING = 1.0
 _MIN_CORE_PER_NODE_SPACING = 0.5
 #: Share of a PSF's light that may move between the tile's PSF (at the core centre) and the
 #: map's PSF at the core's edge: it sets the core length from how fast the PSF changes.
-#: 0.3 gives cores of 0.70 node spacings on the soft-zoom lens of the small sensor (+3.4 dB
-#: over the best single PSF, +2.9 at 1.0) and 0.87 on the 24 MP sensor's map.
-_MAX_EDGE_PSF_CHANGE = 0.3
+#: 0.23 gives cores of 0.70 node spacings on the soft-zoom lens of the small sensor (+3.4 dB
+#: over the best single PSF, +2.9 at 1.0) and 0.89 on the 24 MP sensor's map.
+_MAX_EDGE_PSF_CHANGE = 0.23
+#: The PSF's rate of change is this quantile over the neighbouring node pairs: a few badly
+#: measured nodes (an estimated map) must not shrink every tile (the maximum would).
+_CHANGE_QUANTILE = 0.75
 # Measured and rejected: an "interpolated inverse" (tiles = node cells + fades, each
 # restored with the inverse of each of its 4 corner nodes, blended with the map's bilinear
 # weights). Soft-zoom +0.45 dB, but the soft-corner test lens lost 4.7 dB (at any strength:
@@ -279,13 +282,13 @@ def _tile_spread(job: _Job, i: int, j: int) -> np.ndarray | None:
 def _max_core_px(psf_map: PSFMap) -> int | None:
     """Longest tile core that keeps one PSF per tile close to the map across the core.
 
-    The PSF changes between neighbouring nodes by an L1 distance (light moved) of up to
-    ``r`` per pixel of distance (the largest over the map, axes and channels); a core of
-    length L then differs at its edge by about r L / 2 from its centre PSF, which
-    :data:`_MAX_EDGE_PSF_CHANGE` bounds. Between 0.5 and 1 node spacing.
+    The PSF changes between neighbouring nodes by an L1 distance (light moved) of ``r``
+    per pixel of distance (a high quantile over the map's node pairs, axes and channels);
+    a core of length L then differs at its edge by about r L / 2 from its centre PSF,
+    which :data:`_MAX_EDGE_PSF_CHANGE` bounds. Between 0.5 and 1 node spacing.
     """
     psf = psf_map.psf.astype(np.float32)
-    spacing, rate = [], 0.0
+    spacing, rates = [], []
     for axis, nodes in ((2, psf_map.node_x), (1, psf_map.node_y)):
         if len(nodes) < 2:
             continue
@@ -294,9 +297,10 @@ def _max_core_px(psf_map: PSFMap) -> int | None:
         l1 = np.abs(np.diff(psf, axis=axis)).sum(axis=(-2, -1))  # (C, ny', nx')
         shape = [1, 1, 1]
         shape[axis] = len(gaps)
-        rate = max(rate, float(np.max(l1 / gaps.reshape(shape))))
+        rates.append((l1 / gaps.reshape(shape)).ravel())
     if not spacing:
         return None
+    rate = float(np.quantile(np.concatenate(rates), _CHANGE_QUANTILE))
     core = min(spacing) * _CORE_PER_NODE_SPACING
     if rate > 0:
         core = min(core, max(2 * _MAX_EDGE_PSF_CHANGE / rate, _MIN_CORE_PER_NODE_SPACING * min(spacing)))
