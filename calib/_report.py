@@ -238,7 +238,9 @@ def _edge_agreement(cal: Calibration, height: np.ndarray) -> list[dict[str, Any]
             continue
         n = int(np.argmin(np.hypot(nodes[:, 0] - rec.x_px, nodes[:, 1] - rec.y_px)))
         i, j = divmod(n, pm.grid_shape[1])
-        _, m = psf_mtf(pm.psf[pm.channel_index(rec.channel), i, j], rec.orientation_deg,
+        # The PSF at the edge itself: a node up to half a cell away can differ by more than
+        # the agreement being checked.
+        _, m = psf_mtf(pm.psf_at(rec.x_px, rec.y_px, rec.channel), rec.orientation_deg,
                        sampling=pm.sampling, freq_cpp=f[sel])
         out.append({
             "channel": rec.channel, "x_px": rec.x_px, "y_px": rec.y_px, "node": (i, j),
