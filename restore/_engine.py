@@ -36,6 +36,8 @@ Progress = Callable[[int, int], None]
 #: Longest tile core, in PSF-map node spacings (longer tiles follow a fast-varying lens
 #: less well: 1.25 lost 0.8 dB on the soft-corner test lens, for 15 % less transform work).
 _CORE_PER_NODE_SPACING = 1.0
+#: Guard margins (PSF sizes) of methods that need more than :data:`GUARD_PER_KERNEL`.
+_GUARD_PER_KERNEL = {"tv": GUARD_PER_KERNEL_ITERATIVE}
 #: Shortest core the PSF's variation may ask for, in node spacings (bounds the tile count).
 _MIN_CORE_PER_NODE_SPACING = 0.5
 #: Share of a PSF's light that may move between the tile's PSF (at the core centre) and the
@@ -221,7 +223,7 @@ def plan_job(
     if psf_map.sampling != 1:
         k = _psf_for_sensor(psf_map.psf[0, 0, 0], psf_map.sampling).shape[0]
     max_core = _max_core_px(psf_map)
-    guard = GUARD_PER_KERNEL if method in CLOSED_FORM else GUARD_PER_KERNEL_ITERATIVE
+    guard = _GUARD_PER_KERNEL.get(method, GUARD_PER_KERNEL)
     layout = plan_tiles(
         h, w, kernel_size=k, tile_px=tile, max_core_px=max_core if not tile else None, guard_per_kernel=guard
     )
