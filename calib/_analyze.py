@@ -445,7 +445,7 @@ def analyze_images(
     elif layout.noise:
         method = "noise"
         pm, notes = _noise_map(data, sat, channels, gi, layout, reg, grid=grid,
-                               oversample=min(oversample or 2, 2), psf_size=psf_size or 15, progress=progress)
+                               oversample=oversample, psf_size=psf_size, progress=progress)
     else:
         method = "mtf"
     noise = estimate_noise_model(first.data, channels, repeat=imgs[1].data if len(imgs) > 1 else None)
