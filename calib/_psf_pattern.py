@@ -13,10 +13,14 @@ Model (one colour channel, a small region where the PSF is constant)::
 (fine index ``I`` sits at pixel coordinate ``I / s``, so every ``s``-th fine sample is a
 pixel centre), ``q`` the system PSF sampled on the same fine grid. Following the
 non-parametric sub-pixel method of Delbracio, Muse, Almansa and Morel (2012), a random
-binary pattern makes this linear system well conditioned even at ``s > 1``; we add a
-light gradient penalty on ``q`` (it is smooth on the fine grid) and enforce positivity by
-projected accelerated gradient from the unconstrained solution. The sensor-grid PSF is
-``q`` at integer offsets (every ``s``-th fine sample), normalised to sum 1.
+binary pattern makes this linear system well conditioned even at ``s > 1`` (provided
+the cell edges fall at many sub-pixel phases: a cell of a non-integer number of pixels,
+or a rotated pattern). We add a light gradient penalty on ``q`` (optionally on its tails
+only) and enforce positivity exactly (active-set NNLS on the Cholesky factor of the
+normal equations). ``core_px`` keeps the ``s``-fold sampling to the PSF's core and
+describes the tails by sensor-grid tents, so a sharp PSF with wide tails needs a few
+hundred unknowns rather than thousands. The sensor-grid PSF is ``q`` at integer offsets
+(every ``s``-th fine sample), normalised to sum 1.
 """
 from __future__ import annotations
 
@@ -227,11 +231,15 @@ def estimate_psf_pattern_channels(
     positivity: bool = True,
     core_px: float | None = None,
     shading: bool = False,
+    field_xy: tuple[float, float] | None = None,
 ) -> list[PatternPSF]:
     """:func:`estimate_psf_pattern` for several channels (C, h, w) of one crop.
 
     The channels share the pattern, the weights and so the normal matrix, which is
     formed once (the expensive part); each channel has its own gain, offset and PSF.
+    ``field_xy`` (crop pixel coordinates): let the fine (core) part of the PSF vary
+    linearly across the crop and return it at this point, for a field node at or near
+    the crop's edge (frame edges and corners, where the crop cannot be centred on it).
     """
     s = check_estimate_request(size, oversample)
     images = np.asarray(images, dtype=np.float64)
@@ -283,15 +291,32 @@ def estimate_psf_pattern_channels(
     sw = np.sqrt(wts[keep])
     a_ker *= sw[:, None].astype(np.float32)
     nuis = plane * sw[:, None]
+    if field_xy is not None:
+        # PSF(x) = P0 + (x - x_f) Px + (y - y_f) Py over the crop for the fine unknowns:
+        # P0 is the PSF at field_xy even when that lies at the crop's edge.
+        nf = len(basis.fine[0])
+        norm = float(max(h, w))
+        fx = ((xx.ravel() + r + bd - field_xy[0]) / norm)[keep].astype(np.float32)
+        fy = ((yy.ravel() + r + bd - field_xy[1]) / norm)[keep].astype(np.float32)
+        extra = np.concatenate([a_ker[:, :nf] * fx[:, None], a_ker[:, :nf] * fy[:, None]], axis=1)
+    else:
+        extra = np.zeros((a_ker.shape[0], 0), np.float32)
+    n_x = extra.shape[1]
+    n_m = n_k + n_x  # unknowns of the model image (kernel, then its field variation)
 
-    # Normal equations of [kernel | background plane]; float32 BLAS for the big block.
-    hmat = np.empty((n_k + 3, n_k + 3))
-    hmat[:n_k, :n_k] = (a_ker.T @ a_ker).astype(np.float64)
-    a_t64 = a_ker.T.astype(np.float64)
+    # Normal equations of [kernel | field terms | background plane]; float32 BLAS for the
+    # big blocks.
+    a_mod = np.concatenate([a_ker, extra], axis=1) if n_x else a_ker
+    hmat = np.empty((n_m + 3, n_m + 3))
+    hmat[:n_m, :n_m] = (a_mod.T @ a_mod).astype(np.float64)
+    a_t64 = a_mod.T.astype(np.float64)
     cross = a_t64 @ nuis
-    hmat[:n_k, n_k:] = cross
-    hmat[n_k:, :n_k] = cross.T
-    hmat[n_k:, n_k:] = nuis.T @ nuis
+    hmat[:n_m, n_m:] = cross
+    hmat[n_m:, :n_m] = cross.T
+    hmat[n_m:, n_m:] = nuis.T @ nuis
+    if n_x:
+        ridge = 1e-6 * float(np.trace(hmat[n_k:n_m, n_k:n_m])) / n_x
+        hmat[n_k:n_m, n_k:n_m] += ridge * np.eye(n_x)
     scale = float(np.trace(hmat[:n_k, :n_k])) / float(np.einsum("ij,ij->", basis.synth, basis.synth))
     grad = _gradient_op(kf)
     if core_px is not None and s > 1:
@@ -312,7 +337,7 @@ def estimate_psf_pattern_channels(
         x = solve(g)
         if shading:
             # obs = L(x) m(x) + B(x) with a smooth gain L: regress on the first model image.
-            m = (a_ker @ x[:n_k].astype(np.float32)).astype(np.float64) / sw
+            m = (a_mod @ x[:n_m].astype(np.float32)).astype(np.float64) / sw
             design = np.concatenate([quad * m[:, None], quad], axis=1) * sw[:, None]
             coef = np.linalg.lstsq(design, g, rcond=None)[0]
             gain = quad @ coef[:6]
@@ -327,7 +352,7 @@ def estimate_psf_pattern_channels(
                 "the photo does not match the pattern in this region (no positive PSF fits); "
                 "check the registration and that the pattern file is the one photographed"
             )
-        resid = g - a_ker @ x[:n_k].astype(np.float32) - nuis @ x[n_k:]
+        resid = g - a_mod @ x[:n_m].astype(np.float32) - nuis @ x[n_m:]
         fine = (q / total).astype(np.float32)
         coarse = np.clip(q[::s, ::s], 0, None) if positivity else q[::s, ::s]
         coarse = (coarse / coarse.sum()).astype(np.float32)
