@@ -145,6 +145,15 @@ def irfft2(
     return out
 
 
+def _zeros(shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    """A zeroed array written by this process rather than by the kernel (``np.zeros``
+    maps zero pages that fault in one by one; ``np.empty`` lets numpy ask for huge
+    pages, ~3x fewer faults for an OTF that the filter cache then keeps)."""
+    out = np.empty(shape, dtype)
+    out.fill(0)
+    return out
+
+
 def psf2otf(psf: np.ndarray, shape: tuple[int, int], *, workers: int | None = None) -> np.ndarray:
     """The optical transfer function of ``psf`` on an FFT grid of ``shape``.
 
@@ -180,7 +189,7 @@ def psf2otf(psf: np.ndarray, shape: tuple[int, int], *, workers: int | None = No
     rowpad = np.zeros((len(psfs), k0, cols), np.float32)
     rowpad[..., :k1] = psfs
     rowpad = np.roll(rowpad, -(k1 // 2), axis=-1)
-    full = np.zeros((len(psfs), rows, cols // 2 + 1), np.complex64)
+    full = _zeros((len(psfs), rows, cols // 2 + 1), np.complex64)
     idx = (np.arange(k0) - k0 // 2) % rows
     if _ducc is not None:
         full[:, idx] = _ducc.r2c(rowpad, axes=(2,), nthreads=_workers(workers))
@@ -319,7 +328,7 @@ def _even_kernels_otf(kernels: np.ndarray, shape: tuple[int, int], *, workers: i
     z.real[:, :, :m] = kernels[0::2]
     z.imag[: c // 2, :, :m] = kernels[1::2]
     z = np.roll(z, -(m // 2), axis=-1)
-    full = np.zeros((len(z), rows, cols // 2 + 1), np.complex64)
+    full = _zeros((len(z), rows, cols // 2 + 1), np.complex64)
     idx = (np.arange(m) - m // 2) % rows
     if _ducc is not None:
         full[:, idx] = _ducc.c2c(z, axes=(2,), nthreads=_workers(workers))[..., : cols // 2 + 1]
