@@ -53,12 +53,12 @@ def test_overfilled_chart_measures_every_node_without_extrapolation(defocused):
     assert not (res.psf_map.flags & calib.FLAG_FILLED).any()
 
 
-def test_green_psf_map_is_within_27_percent_of_the_truth_at_every_node(defocused):
-    # Small sensor, few dots per node: looser than the full-size goal (bench_analysis.py;
-    # measured here 24-25 %).
+def test_green_psf_map_is_within_18_percent_of_the_truth_at_every_node(defocused):
+    # Small sensor, every node at the frame edge: looser than the full-size goal
+    # (bench_analysis.py); measured here 8-14 % (24-25 % before the linear field at every node).
     res, truth = defocused[5], defocused[6]
     err = _rel_l2(res.psf_map.psf, truth.psf)[1]
-    assert np.median(err) < 0.27 and err.max() < 0.27
+    assert np.median(err) < 0.18 and err.max() < 0.18
 
 
 def test_lateral_colour_from_dot_centroids_matches_the_true_centroids(defocused):
@@ -69,7 +69,31 @@ def test_lateral_colour_from_dot_centroids_matches_the_true_centroids(defocused)
             r = model.true_psf_centroid(x, y, "R", focus_position=fp, object_distance_m=dist)
             b = model.true_psf_centroid(x, y, "B", focus_position=fp, object_distance_m=dist)
             true_rb = np.array([r.x_px - b.x_px, r.y_px - b.y_px])
-            assert np.hypot(*(lat[0, i, j] - lat[2, i, j] - true_rb)) < 0.15
+            # the goal; every node of this grid is at the frame edge (measured <= 0.03)
+            assert np.hypot(*(lat[0, i, j] - lat[2, i, j] - true_rb)) < 0.05
+
+
+def test_node_solves_on_two_threads_give_the_same_map_as_one(defocused):
+    _model, layout, shot, _fp, _dist, res, _truth = defocused
+    img = calib.LinearImage(np.clip(shot.rgb_linear, 0, 1).astype(np.float32), ("R", "G", "B"), 0, 1,
+                            shot.rgb_linear >= 0.999, shot.metadata)
+    single = calib.analyze_images([img], layout, grid=GRID, workers=1)
+    np.testing.assert_array_equal(single.psf_map.psf, res.psf_map.psf)
+
+
+def test_psf_extent_of_faint_sharp_dots_is_not_inflated_by_noise(rng):
+    # Dots of 1 px, PSF rms ~0.85 px, peak SNR ~20, 196 dots: the noise around them once
+    # made the median dot look 4 px wide (a 35 px PSF here, 39 px for a 24 MP chart);
+    # measured 9-17 px over seeds (the 99.5 % light radius is noise-limited with few dots).
+    from _psf_synth import dot_scene, photograph, system_psf  # noqa: PLC0415
+
+    from calib._analyze import _psf_extent_from_dots  # noqa: PLC0415
+
+    psf_fine, _ = system_psf(5, sigma=(0.8, 0.8), coma=0.0)
+    scene, centres = dot_scene(400, 400, rng, pitch=27.0, level=0.3, bg=0.0)
+    photo = photograph(scene, psf_fine, rng, read=0.003, gain=0.0)
+    size, sigma = _psf_extent_from_dots(photo, centres, 12, 0.5)
+    assert size <= 17 and 0.6 < sigma < 1.2
 
 
 def test_fitted_distortion_predicts_the_dot_positions_within_a_tenth_of_a_pixel(defocused):
@@ -100,7 +124,7 @@ def test_map_keeps_the_true_red_to_blue_centroid_shift(defocused):
 
     est = centroids(res.psf_map.psf[0]) - centroids(res.psf_map.psf[2])
     tru = centroids(truth.psf[0]) - centroids(truth.psf[2])
-    assert np.abs(est - tru).max() < 0.15
+    assert np.abs(est - tru).max() < 0.05
 
 
 def _blurred_chart(kind: str, rng, **opts):
