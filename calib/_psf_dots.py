@@ -363,7 +363,13 @@ def _background_plane(
     ys, xs = np.mgrid[0:h:step, 0:w:step]
     far = np.ones(xs.shape, bool)
     for cx, cy in centres:
-        far &= (xs - cx) ** 2 + (ys - cy) ** 2 > support**2
+        # only the sample rows/columns within reach of this dot
+        r0, r1 = max(0, int(np.ceil((cy - support) / step))), int(np.floor((cy + support) / step)) + 1
+        c0, c1 = max(0, int(np.ceil((cx - support) / step))), int(np.floor((cx + support) / step)) + 1
+        if r1 <= r0 or c1 <= c0:
+            continue
+        sub = (slice(r0, r1), slice(c0, c1))
+        far[sub] &= (xs[sub] - cx) ** 2 + (ys[sub] - cy) ** 2 > support**2
     if mask is not None:
         far &= ~mask[::step, ::step]
     if far.sum() < 50:
