@@ -298,7 +298,9 @@ def _edges(ctx: _Context, box: _Box, *, grid: tuple[int, int] | None = None,
 
 def _noise(ctx: _Context, box: _Box, *, cell_mm: float | None = None, seed: int = 1) -> _Content:
     if cell_mm is None:
-        cell_mm = max(2.0 * ctx.footprint_mm, (MIN_PRINT_PX_DOT + 1.0) * 25.4 / ctx.dpi)
+        # 2.3 sensor pixels, not a whole number: seen square-on, cells of exactly 2 px put
+        # every cell edge at the same sub-pixel phase and a sub-pixel PSF cannot be solved.
+        cell_mm = max(2.3 * ctx.footprint_mm, (MIN_PRINT_PX_DOT + 1.0) * 25.4 / ctx.dpi)
     if not (math.isfinite(cell_mm) and cell_mm > 0):
         raise TargetError(f"--cell-mm must be a positive number, got {cell_mm}")
     nx, ny = int(box.w // cell_mm), int(box.h // cell_mm)

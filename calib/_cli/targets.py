@@ -81,7 +81,7 @@ def register(subparsers) -> None:
                    help="square-wave gratings instead of sine")
     k.add_argument("--contrast", type=float, help="grating Michelson contrast (default 0.8)")
     k.add_argument("--grid", type=_pair, help="edge squares NxM (default: about one per 45 mm)")
-    k.add_argument("--cell-mm", type=float, help="noise cell size in mm (default: 2 sensor pixels, printable)")
+    k.add_argument("--cell-mm", type=float, help="noise cell size in mm (default: 2.3 sensor pixels, printable)")
     k.add_argument("--seed", type=int, help="noise seed (default 1)")
     m.set_defaults(func=run_make)
 
