@@ -553,8 +553,9 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
     # dot centres give green's centring and the lateral colour at sub-pixel precision,
     # even where the PSF is narrower than a pixel.
     offsets = np.full((len(channels), len(pos), 2), np.nan)
-    for c in range(len(channels)):
-        cen_c, ok_c = measure_dot_centroids(data[..., c], pos, half_px=reach)
+    per_channel = _map_threads(lambda c: measure_dot_centroids(data[..., c], pos, half_px=reach),
+                               range(len(channels)), workers)
+    for c, (cen_c, ok_c) in enumerate(per_channel):
         offsets[c, ok_c] = cen_c[ok_c] - pos[ok_c]
     offsets_ok = np.isfinite(offsets).all(axis=(0, 2))
     xs, ys = _grid_nodes(w, h, grid)
