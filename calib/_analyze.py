@@ -450,7 +450,7 @@ def analyze_images(
     if layout.dots:
         method = "dots"
         pm, notes, lateral = _dots_map(data, sat, channels, gi, layout, reg, grid=grid, oversample=oversample,
-                                       psf_size=psf_size, name=name, progress=progress)
+                                       psf_size=psf_size, name=name, progress=progress, workers=workers)
     elif layout.noise:
         method = "noise"
         pm, notes = _noise_map(data, sat, channels, gi, layout, reg, grid=grid,
