@@ -28,6 +28,8 @@ def register(subparsers) -> None:
     p.add_argument("--grid", default=None, metavar="NYxNX", help="field nodes, e.g. 6x9 (default)")
     p.add_argument("--oversample", type=int, default=None, metavar="S",
                    help="sub-pixel sampling of the estimate (default: by PSF size)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="threads for the field nodes (default: every core)")
     p.set_defaults(func=run)
 
 
@@ -44,6 +46,8 @@ def _grid(text: str | None) -> tuple[int, int] | None:
 def run(args: argparse.Namespace) -> int:
     """Analyse and store; 0 on success."""
     grid = _grid(args.grid)
+    if args.workers is not None and args.workers < 1:
+        raise calib.CalibError(f"--workers must be at least 1, got {args.workers}")
     first = Path(args.inputs[0])
     is_session = len(args.inputs) == 1 and first.is_dir()
     if is_session and args.chart:
@@ -72,9 +76,9 @@ def _analyze_into(db: calib.PSFDatabase, args: argparse.Namespace, grid: tuple[i
                   is_session: bool) -> list[int]:
     if is_session:
         return calib.analyze_session(first, db=db, replace=args.replace, grid=grid,
-                                     oversample=args.oversample, progress=True)
+                                     oversample=args.oversample, workers=args.workers, progress=True)
     res = calib.analyze_images(args.inputs, args.chart, focus_position=args.focus, grid=grid,
-                               oversample=args.oversample, progress=True)
+                               oversample=args.oversample, workers=args.workers, progress=True)
     if res.psf_map is None:
         raise calib.CalibError(
             f"{args.chart} is an edges/stripes chart: the database stores MTF with a PSF map, so "

@@ -157,3 +157,11 @@ def test_a_locked_database_exits_2_and_is_left_untouched(session, tmp_path, caps
     err = capsys.readouterr().err
     assert "locked" in err and "lens.psfdb" in err
     assert _digest(db_path) == before
+
+
+def test_workers_below_one_is_refused_before_the_database_is_made(session, tmp_path, capsys):
+    root, _chart, _model = session
+    db_path = tmp_path / "lens.psfdb"
+    assert main(["analyze", str(root / "sess"), "--db", str(db_path), "--workers", "0"]) == 2
+    assert "--workers" in capsys.readouterr().err
+    assert not db_path.exists()
