@@ -5,7 +5,7 @@ import math
 import os
 import sys
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -519,21 +519,7 @@ class SimulatedCamera:
             to_fine = np.array([[s, 0, s * margin + (s - 1) / 2], [0, s, s * margin + (s - 1) / 2], [0, 0, 1.0]])
             img = render(layout, (len(cy), len(cx)), homography=to_fine @ hmat, supersample=supersample)
             return np.asarray(img, np.float32)
-        import cv2  # noqa: PLC0415
-
-        gx, gy = np.meshgrid(cx, cy)
-        ideal = self.distortion.undistort(np.stack([gx.ravel(), gy.ravel()], -1))
-        ix, iy = ideal[:, 0].reshape(gx.shape), ideal[:, 1].reshape(gx.shape)
-        pad = 3.0
-        x0, y0 = math.floor(ix.min() - pad), math.floor(iy.min() - pad)
-        x1, y1 = math.ceil(ix.max() + pad), math.ceil(iy.max() + pad)
-        wi, hi = (x1 - x0) * s + 1, (y1 - y0) * s + 1
-        # ideal canvas: sample k at pixel coordinate x0 + k / s
-        to_fine = np.array([[s, 0, -s * x0], [0, s, -s * y0], [0, 0, 1.0]])
-        img = np.asarray(render(layout, (hi, wi), homography=to_fine @ hmat, supersample=supersample), np.float32)
-        mapx = ((ix - x0) * s).astype(np.float32)
-        mapy = ((iy - y0) * s).astype(np.float32)
-        return cv2.remap(img, mapx, mapy, interpolation=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+        return _distorted_scene(render, layout, hmat, self.distortion, cx, cy, supersample=supersample)
 
     def render_linear(
         self,
@@ -664,6 +650,105 @@ class SimulatedCamera:
         """Write ``shot`` as a 16-bit linear TIFF like a camera would (see ``_output``)."""
         return write_shot_tiff(shot, path, raw=raw)
 
+
+
+# A tile's local homography may miss the true distortion mapping by this much (pixels):
+# far below the scale of any chart feature, so each scene sample keeps its exact footprint.
+_TILE_TOL_PX = 0.005
+_TILE_PX = 64  # starting tile side (pixels); tiles halve until the fit meets the tolerance
+_TILE_MIN_SAMPLES = 4
+
+
+def _distorted_scene(render, layout, hmat: np.ndarray, distortion, cx: np.ndarray, cy: np.ndarray, *,
+                     supersample: int, tol_px: float = _TILE_TOL_PX, tile: int | None = None) -> np.ndarray:
+    """The chart seen through radial distortion, box-filtered over each scene sample.
+
+    ``cx``, ``cy``: uniform sample centres (pixels, distorted sensor coordinates).
+    Resampling an undistorted render would add an interpolation blur the true PSF
+    lacks; instead each tile of the output gets its own homography (chart mm -> tile
+    samples) fitted to the distortion mapping, and ``render`` area-samples the chart
+    through it directly. Tiles split until the fit is within ``tol_px``.
+    """
+    import cv2  # noqa: PLC0415
+
+    step = float(cx[1] - cx[0]) if len(cx) > 1 else 1.0
+    boxes = _element_boxes(layout)
+    out = np.empty((len(cy), len(cx)), np.float32)
+    side = tile if tile is not None else max(_TILE_MIN_SAMPLES, int(round(_TILE_PX / step)))
+    todo = [(r, min(r + side, len(cy)), c, min(c + side, len(cx)))
+            for r in range(0, len(cy), side) for c in range(0, len(cx), side)]
+    while todo:
+        r0, r1, c0, c1 = todo.pop()
+        th, tw = r1 - r0, c1 - c0
+        # fit points span every sample's footprint (half a sample beyond the centres)
+        lx = np.linspace(-0.5, tw - 0.5, 9)
+        ly = np.linspace(-0.5, th - 0.5, 9)
+        gx, gy = np.meshgrid(lx, ly)
+        local = np.stack([gx.ravel(), gy.ravel()], -1)
+        q = np.column_stack([cx[c0] + local[:, 0] * step, cy[r0] + local[:, 1] * step])
+        ideal = distortion.undistort(q)
+        g, _ = cv2.findHomography(local, ideal, 0)
+        fit = cv2.perspectiveTransform(local[None], g)[0]
+        if tile is None and np.abs(fit - ideal).max() > tol_px and min(th, tw) >= 2 * _TILE_MIN_SAMPLES:
+            rm, cm = r0 + th // 2, c0 + tw // 2
+            todo += [(r0, rm, c0, cm), (r0, rm, cm, c1), (rm, r1, c0, cm), (rm, r1, cm, c1)]
+            continue
+        to_tile = np.linalg.solve(g, hmat)
+        out[r0:r1, c0:c1] = render(_layout_near(layout, boxes, np.linalg.solve(hmat, g), tw, th),
+                                   (th, tw), homography=to_tile, supersample=supersample)
+    return out
+
+
+def _element_boxes(layout) -> dict:
+    """Chart-mm bounding boxes (N, 4: x0, y0, x1, y1) of the layout's many-element fields."""
+    def corners(items):
+        c = np.array([it.corners_mm for it in items], float)
+        return np.concatenate([c.min(axis=1), c.max(axis=1)], axis=1)
+
+    pw = float(layout.page_mm[0])
+    boxes = {}
+    for name, fn in (
+        ("regions", lambda v: [(e.x0_mm, e.y0_mm, e.x1_mm, e.y1_mm) for e in v]),
+        ("noise", lambda v: [(e.x0_mm, e.y0_mm, e.x1_mm, e.y1_mm) for e in v]),
+        ("stripes", lambda v: [(e.x0_mm, e.y0_mm, e.x1_mm, e.y1_mm) for e in v]),
+        ("edges", corners),
+        ("dots", lambda v: [(d.x_mm - d.diameter_mm / 2, d.y_mm - d.diameter_mm / 2,
+                             d.x_mm + d.diameter_mm / 2, d.y_mm + d.diameter_mm / 2) for d in v]),
+        # a line's width is known only once its glyphs are drawn: it may reach the page's edge
+        ("text", lambda v: [(t.x_mm, t.y_mm, max(pw, t.x_mm), t.y_mm + t.height_mm) for t in v]),
+    ):
+        items = getattr(layout, name, ())
+        if len(items) > 0:
+            boxes[name] = np.asarray(fn(items), float).reshape(-1, 4)
+    items = layout.markers.items
+    if len(items) > 0:
+        b = corners(items)
+        quiet = (b[:, 2:] - b[:, :2]).max(axis=1, keepdims=True)  # the quiet zone is narrower than the marker
+        boxes["markers"] = np.concatenate([b[:, :2] - quiet, b[:, 2:] + quiet], axis=1)
+    return boxes
+
+
+def _layout_near(layout, boxes: dict, tile_to_mm: np.ndarray, tw: int, th: int):
+    """``layout`` keeping only the elements that can reach a tile (``tile_to_mm``: samples -> chart mm).
+
+    A dots chart holds thousands of dots and the renderer compiles and visits every
+    element per call; culling keeps the per-tile cost proportional to the tile.
+    """
+    corners = np.array([[-3, -3, 1], [tw + 2, -3, 1], [-3, th + 2, 1], [tw + 2, th + 2, 1]], float) @ tile_to_mm.T
+    if np.any(corners[:, 2] * corners[0, 2] <= 0):  # the tile sees the chart's horizon: keep everything
+        return layout
+    mm = corners[:, :2] / corners[:, 2:]
+    (x0, y0), (x1, y1) = mm.min(axis=0), mm.max(axis=0)
+    changes = {}
+    for name, b in boxes.items():
+        keep = np.flatnonzero((b[:, 2] >= x0) & (b[:, 0] <= x1) & (b[:, 3] >= y0) & (b[:, 1] <= y1))
+        if name == "markers":
+            items = layout.markers.items
+            changes[name] = replace(layout.markers, items=tuple(items[i] for i in keep))
+        else:
+            items = getattr(layout, name)
+            changes[name] = tuple(items[i] for i in keep)
+    return replace(layout, **changes)
 
 def _fit(p: np.ndarray, k: int) -> np.ndarray:
     """Centre-crop or zero-pad an odd square array to k x k."""
