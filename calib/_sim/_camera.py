@@ -651,16 +651,15 @@ class SimulatedCamera:
         return write_shot_tiff(shot, path, raw=raw)
 
 
-
 # A tile's local homography may miss the true distortion mapping by this much (pixels):
 # far below the scale of any chart feature, so each scene sample keeps its exact footprint.
 _TILE_TOL_PX = 0.005
 _TILE_PX = 64  # starting tile side (pixels); tiles halve until the fit meets the tolerance
-_TILE_MIN_SAMPLES = 4
+_TILE_MIN_SAMPLES = 4  # below this a tile renders even if the fit misses (extreme distortion)
 
 
 def _distorted_scene(render, layout, hmat: np.ndarray, distortion, cx: np.ndarray, cy: np.ndarray, *,
-                     supersample: int, tol_px: float = _TILE_TOL_PX, tile: int | None = None) -> np.ndarray:
+                     supersample: int, tol_px: float = _TILE_TOL_PX) -> np.ndarray:
     """The chart seen through radial distortion, box-filtered over each scene sample.
 
     ``cx``, ``cy``: uniform sample centres (pixels, distorted sensor coordinates).
@@ -674,7 +673,7 @@ def _distorted_scene(render, layout, hmat: np.ndarray, distortion, cx: np.ndarra
     step = float(cx[1] - cx[0]) if len(cx) > 1 else 1.0
     boxes = _element_boxes(layout)
     out = np.empty((len(cy), len(cx)), np.float32)
-    side = tile if tile is not None else max(_TILE_MIN_SAMPLES, int(round(_TILE_PX / step)))
+    side = max(_TILE_MIN_SAMPLES, int(round(_TILE_PX / step)))
     todo = [(r, min(r + side, len(cy)), c, min(c + side, len(cx)))
             for r in range(0, len(cy), side) for c in range(0, len(cx), side)]
     while todo:
@@ -689,7 +688,7 @@ def _distorted_scene(render, layout, hmat: np.ndarray, distortion, cx: np.ndarra
         ideal = distortion.undistort(q)
         g, _ = cv2.findHomography(local, ideal, 0)
         fit = cv2.perspectiveTransform(local[None], g)[0]
-        if tile is None and np.abs(fit - ideal).max() > tol_px and min(th, tw) >= 2 * _TILE_MIN_SAMPLES:
+        if np.abs(fit - ideal).max() > tol_px and min(th, tw) >= 2 * _TILE_MIN_SAMPLES:
             rm, cm = r0 + th // 2, c0 + tw // 2
             todo += [(r0, rm, c0, cm), (r0, rm, cm, c1), (rm, r1, c0, cm), (rm, r1, cm, c1)]
             continue

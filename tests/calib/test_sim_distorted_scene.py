@@ -10,7 +10,7 @@ import pytest
 import targets
 
 from calib._sim import SENSOR_PRESETS, SimulatedCamera
-from calib._sim._camera import _distorted_scene
+from calib._sim._camera import _distorted_scene, _element_boxes, _layout_near
 
 S = 3  # scene samples per pixel, as the benches render
 
@@ -61,3 +61,17 @@ def test_chart_scene_tiles_agree_with_one_render_when_distortion_vanishes(setup)
     got = flat._chart_scene(layout, hmat, S, 4, supersample=2)
     want = straight._chart_scene(layout, hmat, S, 4, supersample=2)
     assert np.abs(got - want).max() < 1e-3
+
+
+@pytest.mark.parametrize("kind", ["dots", "combo"])
+def test_culling_a_tile_to_its_elements_leaves_its_render_unchanged(setup, kind):
+    cam = setup[0]
+    layout = targets.make_layout(kind, paper="300x200mm")
+    hmat = cam.chart_homography(layout, fill=1.3, tilt_deg=(10.0, 5.0), roll_deg=3.0)
+    to_tile = np.array([[S, 0, -S * 37.0], [0, S, -S * 21.0], [0, 0, 1.0]]) @ hmat  # 40x30 px from (37, 21)
+    near = _layout_near(layout, _element_boxes(layout), np.linalg.inv(to_tile), 40 * S, 30 * S)
+    assert len(near.dots) < len(layout.dots)
+    full = targets.render_layout(layout, (30 * S, 40 * S), homography=to_tile, supersample=2)
+    culled = targets.render_layout(near, (30 * S, 40 * S), homography=to_tile, supersample=2)
+    assert full.min() < full.max()  # the tile shows part of the chart
+    np.testing.assert_array_equal(culled, full)
