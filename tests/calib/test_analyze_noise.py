@@ -5,9 +5,10 @@ offsets from green), and the registration refined on the pattern against the tru
 The fast tests use a 480x320 sensor; the slow ones the 1200x800 ``small`` preset (the
 figures of bench/bench_noise_chart.py). The chart overfills the frame as SimCamera frames
 a noise chart, its cells image to 2.3 pixels (a non-integer size, so cell edges fall at
-every sub-pixel phase), and the lens's distortion is switched off where PSFs are compared:
-the simulator resamples a distorted scene with cubic interpolation, which blurs a hard-edged
-pattern by a phase-dependent kernel that its true PSF does not contain.
+every sub-pixel phase), and the lens's distortion is switched off where PSFs are compared
+(the registration test keeps it). On the 480x320 sensor every node is an edge or corner
+node; with distortion on, its green median reads 11 % instead of the 10 % asserted here,
+while the full-frame bench (bench/bench_noise_chart.py, distortion on) reads 4.2 %.
 """
 from __future__ import annotations
 
