@@ -5,7 +5,7 @@ then the analysis time of a 24 MP dots capture (a synthetic blurred render, timi
 The chart overfills the frame (fill 1.3): its inner markers keep it registrable and the
 dots reach the frame corners, so no node is extrapolated. Frame real charts the same way.
 
-Run: ``.venv/bin/python bench/bench_analysis.py [--skip-24mp] [--workers N]`` (slow: renders
+Run: ``.venv/bin/python bench/bench_analysis.py [--skip-24mp] [--workers N] [--defocus STEPS]`` (slow: renders
 shots). Times are wall and CPU seconds (the CPU figure does not depend on other load).
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ def main() -> None:
     dist = cam.focal_length_mm * 1000 / cam.sensor.pixel_pitch_um / px_per_mm / 1000 + cam.focal_length_mm / 1000
     layout = targets.make_layout("dots", paper="300x200mm", pixel_pitch_um=cam.sensor.pixel_pitch_um,
                                  focal_mm=cam.focal_length_mm, distance_m=dist)
-    fp = round(cam.best_focus_position(dist))
+    fp = round(cam.best_focus_position(dist)) + DEFOCUS
     shot = cam.shoot(layout, focus_position=fp, object_distance_m=dist, fill=FILL)
     img = calib.LinearImage(shot.rgb_linear, ("R", "G", "B"), 0, 1, shot.rgb_linear >= 0.999, shot.metadata)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -43,7 +43,8 @@ def main() -> None:
     est, tru = res.psf_map.psf, truth.psf
     err = np.linalg.norm((est - tru).reshape(3, 6, 9, -1), axis=-1) / np.linalg.norm(tru.reshape(3, 6, 9, -1), axis=-1)
     measured = (res.psf_map.flags[1] & calib.FLAG_FILLED) == 0
-    print(f"analysis time {dt:.1f} s wall, {dc:.1f} s CPU for {cam.image_size[0]}x{cam.image_size[1]}, PSF {k}x{k}")
+    print(f"focus {fp} ({DEFOCUS:+d} from best): analysis time {dt:.1f} s wall, {dc:.1f} s CPU for "
+          f"{cam.image_size[0]}x{cam.image_size[1]}, PSF {k}x{k}")
     for c, name in enumerate("RGB"):
         e = err[c][measured]
         print(f"dots rel L2 {name}: median {np.median(e):.3f} worst {e.max():.3f} (measured nodes {measured.sum()})")
@@ -97,6 +98,7 @@ def time_24mp() -> None:
 
 FILL = 1.3
 WORKERS = int(sys.argv[sys.argv.index("--workers") + 1]) if "--workers" in sys.argv else None
+DEFOCUS = int(sys.argv[sys.argv.index("--defocus") + 1]) if "--defocus" in sys.argv else 0
 
 if __name__ == "__main__":
     main()
