@@ -26,7 +26,6 @@ from ._db import describe_key
 from ._errors import CalibError
 from ._imageio import LinearImage, load_linear
 from ._psf_dots import estimate_psf_dots
-from ._psf_pattern import estimate_psf_pattern
 from ._psfmap import FLAG_FILLED, FLAG_NOISY, FLAG_SATURATED, PSFMap
 from ._records import CalibrationKey, MTFRecord, NoiseModel, ShotMetadata
 from ._register import Registration, measure_dot_centroids, register_chart
@@ -690,13 +689,6 @@ def _noise_map(data, sat, channels, gi, layout, reg: Registration, *, grid, over
     _fill_missing(psf, have, flags)
     nodes = np.stack(np.meshgrid(xs, ys, indexing="xy"), axis=-1)
     return PSFMap(psf, nodes, tuple(channels), (w, h), 1, flags), list(res.notes)
-
-
-def _undistort_to_mm(reg: Registration, hinv: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Recorded pixels -> chart mm (the radial model inverted, then the homography)."""
-    p = reg.distortion.undistort(q)
-    v = np.c_[p, np.ones(len(p))] @ hinv.T
-    return v[:, :2] / v[:, 2:]
 
 
 def noise_from_darks(

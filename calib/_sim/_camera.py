@@ -415,7 +415,6 @@ class SimulatedCamera:
         ny, nx = grid
         w, h = self.image_size
         xs, ys = np.linspace(0, w - 1, nx), np.linspace(0, h - 1, ny)
-        kw = dict(focus_position=focus_position, object_distance_m=object_distance_m)
         points = [(x, y) for y in ys for x in xs]
         if size is None:
             for c in range(3):
