@@ -210,6 +210,18 @@ def gradient_power(shape: tuple[int, int]) -> np.ndarray:
     return g2
 
 
+def _denominator(h: np.ndarray, prior: np.ndarray, weight: np.float32, spread: np.ndarray | None, *,
+                 out: np.ndarray, scratch: np.ndarray) -> None:
+    """``out`` = |h|^2 (+ ``spread``) + ``weight`` * ``prior``, float32, through one scratch plane."""
+    np.multiply(prior, weight, out=out)
+    np.square(h.real, out=scratch)
+    out += scratch
+    np.square(h.imag, out=scratch)
+    out += scratch
+    if spread is not None:
+        out += spread
+
+
 def inverse_filter(
     otf: np.ndarray,
     prior: np.ndarray,
@@ -240,11 +252,7 @@ def inverse_filter(
     d = np.empty(planes.shape[1:], np.float32)
     t = np.empty_like(d)
     for c, h in enumerate(planes):
-        np.multiply(prior, wts[c], out=d)
-        np.square(h.real, out=t)
-        d += t
-        np.square(h.imag, out=t)
-        d += t
+        _denominator(h, prior, wts[c], None, out=d, scratch=t)
         np.reciprocal(d, out=d)
         np.multiply(h.real, d, out=view[c].real)
         np.multiply(h.imag, d, out=t)
@@ -279,13 +287,7 @@ def inverse_filter_from_psfs(
     d = np.empty(g.shape[1:], np.float32)
     t = np.empty_like(d)
     for c, plane in enumerate(g):
-        np.multiply(prior, wts[c], out=d)
-        np.square(plane.real, out=t)
-        d += t
-        np.square(plane.imag, out=t)
-        d += t
-        if spread is not None:
-            d += spread[c]
+        _denominator(plane, prior, wts[c], None if spread is None else spread[c], out=d, scratch=t)
         np.divide(1.0 / scale, d, out=d)
         plane *= d
     return g
