@@ -4,7 +4,7 @@
 ``gphoto2`` itself (only its gphoto2 backend module does, on demand).
 """
 from ._errors import CalibError
-from ._psfmap import FLAG_FILLED, FLAG_NOISY, FLAG_OK, FLAG_SATURATED, PSFMap
+from ._psfmap import FLAG_FILLED, FLAG_NOISY, FLAG_OK, FLAG_SATURATED, PSFMap, sensor_grid_psf
 from ._mtf_psf import field_direction, psf_map_mtf, psf_mtf
 from ._records import CalibrationKey, MTFRecord, NoiseModel, ShotMetadata
 from ._sim import (
@@ -60,6 +60,7 @@ __all__ = [
     "field_direction",
     "CalibError",
     "PSFMap",
+    "sensor_grid_psf",
     "ShotMetadata",
     "CalibrationKey",
     "NoiseModel",

@@ -241,10 +241,9 @@ def _grid_nodes(w: int, h: int, grid: tuple[int, int] | None) -> tuple[np.ndarra
 
 
 def _recentre(fine: np.ndarray, s: int, dx: float, dy: float) -> np.ndarray:
-    """Shift a fine PSF by (dx, dy) pixels, then sample it on the sensor grid."""
-    moved = nd_shift(fine.astype(np.float64), (dy * s, dx * s), order=3, mode="constant")
-    coarse = np.clip(moved[::s, ::s], 0, None)
-    return coarse / coarse.sum()
+    """Shift a PSF sampled ``s`` times per pixel by (dx, dy) pixels (sum 1)."""
+    moved = np.clip(nd_shift(fine.astype(np.float64), (dy * s, dx * s), order=3, mode="constant"), 0, None)
+    return moved / moved.sum()
 
 
 def _centroid(psf: np.ndarray, s: int) -> tuple[float, float]:
@@ -325,18 +324,25 @@ def _psf_extent_from_dots(green: np.ndarray, centres: np.ndarray, half: int, dot
     return int(max(9, 2 * int(np.ceil(radius)) + 3)), sigma
 
 
-def _oversample_for_width(sigma_px: float) -> int:
-    """Sub-pixel sampling a PSF of rms width ``sigma_px`` needs for the shift-and-add.
+def _dots_reg(sigma_px: float) -> float:
+    """Gradient-penalty weight of the dots solve (3 samples/px) for a PSF of rms width
+    ``sigma_px``: a wider PSF spreads each dot's light over more samples, so each fine
+    sample is noisier and needs more smoothing. Measured on the simulator (1200x800,
+    sharp-prime): 0.01 best in focus (0.55 px), 0.1 at +15 steps (1.15 px)."""
+    return DOTS_REG_SHARP * float(np.clip(sigma_px / 0.55, 1.0, DOTS_REG_MAX_RATIO)) ** 3
 
-    A PSF a pixel or more wide is band-limited on the sensor grid: finer sampling only
-    adds unknowns the dots cannot pin down (and measured worse on the simulator).
-    """
-    return 3 if sigma_px < OVERSAMPLE_WIDTH_PX else 1
 
-
-OVERSAMPLE_WIDTH_PX = 0.9
-# Gradient-penalty weight of the dots solve per oversampling factor.
-DOTS_REG = {1: 0.003, 2: 0.003, 3: 0.003, 4: 0.003}
+#: Samples per pixel of the dots solve. Sensor-grid samples (1) cannot describe a sharp
+#: core with a wide halo (defocused red, 1200x800 +15: 11.1 % median at 1, 5.3 % at 3).
+DOTS_OVERSAMPLE = 3
+#: The dots solve keeps its fine sampling within this many pixels of the centre and
+#: describes the PSF beyond by sensor-grid tents (fewer unknowns: 1200x800 in focus
+#: 46 -> 18 CPU-s and B 7.6/15.2 -> 4.9/14.9 %).
+DOTS_CORE_PX = 2.0
+DOTS_REG_SHARP = 0.01
+DOTS_REG_MAX_RATIO = 4.0
+#: Penalty weight at one sample per pixel (``oversample=1``).
+DOTS_REG_SENSOR_GRID = 0.003
 # Dots gathered per field node, and the Gaussian weight's width (fraction of the node
 # spacing; at least the distance to the GATHER_CORE-th nearest dot and one dot pitch).
 GATHER_DOTS = 40
@@ -533,7 +539,9 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
     auto_size, sigma_px = _psf_extent_from_dots(green, pos, int(max(4, min(pitch_px / 2 - 1, 20))), dot_r_px)
     if psf_size is None:
         psf_size = auto_size
-    s = int(oversample) if oversample is not None else _oversample_for_width(sigma_px)
+    s = int(oversample) if oversample is not None else DOTS_OVERSAMPLE
+    core_px = None if s == 1 else DOTS_CORE_PX
+    penalty = DOTS_REG_SENSOR_GRID if s == 1 else _dots_reg(sigma_px)
     _progress(f"analyze: PSF {psf_size} px, rms width {sigma_px:.2f} px, oversample {s}", progress)
     reach = psf_size // 2 + int(np.ceil(dot_r_px)) + 2
     # Markers inside the dots field: a dot whose cut-out reaches one would see its
@@ -560,7 +568,11 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
     xs, ys = _grid_nodes(w, h, grid)
     ny, nx = len(ys), len(xs)
     nc = len(channels)
-    psf = np.zeros((nc, ny, nx, psf_size, psf_size), np.float32)
+    # The map keeps the estimation's sampling: a sharp PSF decimated to the sensor grid
+    # aliases (its MTF and centroid depend on the sampling phase); restore and the
+    # sensor-grid comparisons decimate it themselves (``PSFMap.on_sensor_grid``).
+    kf = s * (psf_size - 1) + 1
+    psf = np.zeros((nc, ny, nx, kf, kf), np.float32)
     flags = np.zeros((nc, ny, nx), np.uint8)
     lateral = np.full((nc, ny, nx, 2), np.nan)
     have = np.zeros((ny, nx), bool)
@@ -606,7 +618,7 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
             # of a sharp PSF) and red and blue keep their offsets.
             kwargs = dict(
                 dot_ellipse=e, size=psf_size, oversample=s, mask=bad[y0:y1, x0:x1], weights=wts,
-                reg=DOTS_REG[s], iterations=100, min_snr=DOTS_MIN_SNR, slope_radius=SLOPE_RADIUS,
+                reg=penalty, iterations=100, core_px=core_px, min_snr=DOTS_MIN_SNR, slope_radius=SLOPE_RADIUS,
                 node_xy=(x - x0 + shift[0], y - y0 + shift[1]) if lopsided else None,
             )
             jobs.append((i, j, x, y, float(dn[0]), data[y0:y1, x0:x1], cen - [x0, y0] + shift, kwargs))
@@ -650,7 +662,7 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
         notes.append(f"{int((~have).sum())} of {have.size} field nodes had no usable dots and were filled")
     _fill_missing(psf, have, flags)
     nodes = np.stack(np.meshgrid(xs, ys, indexing="xy"), axis=-1)
-    return PSFMap(psf, nodes, tuple(channels), (w, h), 1, flags), notes, lateral
+    return PSFMap(psf, nodes, tuple(channels), (w, h), s, flags), notes, lateral
 
 
 def _marker_mask(layout: targets.Layout, reg: Registration, shape: tuple[int, int], *, grow_px: int) -> np.ndarray:

@@ -26,6 +26,7 @@ from scipy.ndimage import map_coordinates
 from scipy.special import j1
 
 from ._errors import CalibError
+from ._psf_pattern import core_tail_basis, gradient_op
 from ._psfmap import check_estimate_request
 
 __all__ = ["DotsPSF", "estimate_psf_dots", "dot_ellipse_px"]
@@ -92,12 +93,6 @@ def _dot_transform(ellipse: np.ndarray, fx: np.ndarray, fy: np.ndarray) -> np.nd
     return out
 
 
-def _grad_op(n: int) -> sp.csr_matrix:
-    d = sp.diags([-np.ones(n - 1), np.ones(n - 1)], [0, 1], shape=(n - 1, n))
-    eye = sp.identity(n)
-    return sp.vstack([sp.kron(eye, d), sp.kron(d, eye)]).tocsr()
-
-
 def estimate_psf_dots(
     image: np.ndarray,
     centres_xy: np.ndarray,
@@ -113,6 +108,7 @@ def estimate_psf_dots(
     weights: np.ndarray | None = None,
     node_xy: tuple[float, float] | None = None,
     slope_radius: float = 1.0,
+    core_px: float | None = None,
 ) -> DotsPSF:
     """Estimate the local system PSF from dots at known sub-pixel centres.
 
@@ -156,6 +152,11 @@ def estimate_psf_dots(
         With ``node_xy``: the slopes ``Px``, ``Py`` are fitted over this fraction of the
         PSF's half side (its core; 1 = all of it). Smaller is much faster (a smaller
         dense system) and loses little where the PSF changes mostly in its core.
+    core_px : float, optional, keyword-only
+        Keep the ``oversample``-fold sampling within this many pixels of the centre
+        and describe the PSF beyond by sensor-grid tents (default: fine everywhere).
+        A defocused PSF with a sharp core and a wide halo then needs a few hundred
+        unknowns instead of thousands: the core is resolved, the halo stays quiet.
 
     Returns
     -------
@@ -253,10 +254,14 @@ def estimate_psf_dots(
     big = r * s
     n = 2 * big + 1
     nn = n * n
-    amat = _sample_matrix(t, sw, ell, s, big)
+    amat_fine = _sample_matrix(t, sw, ell, s, big)
+    # Penalty weights relative to the data energy per fine sample, whatever the basis.
+    scale = float(amat_fine.power(2).sum() / nn)
+    synth = _synth(r, s, core_px)
+    amat = (amat_fine @ synth).tocsr()
     ata = (amat.T @ amat).tocsr()
-    scale = float(ata.diagonal().mean())
-    gtg = _gtg(n)
+    gtg = (synth.T @ _gtg(n) @ synth).tocsr()
+    nn = synth.shape[1]
     if node_xy is not None and len(sigs) >= 6:
         # Linear field variation P0 + dx Px + dy Py, (dx, dy) each dot's offset from the
         # node in units of the neighbourhood's spread (conditioning). The slopes need
@@ -275,18 +280,20 @@ def estimate_psf_dots(
         if s1 == s:
             n1 = 2 * r1 * s + 1
             core = np.arange(big - r1 * s, big + r1 * s + 1)
-            a1 = amat[:, (core[:, None] * n + core[None, :]).ravel()]
+            synth1 = _synth(r1, s, core_px)
+            a1 = amat_fine[:, (core[:, None] * n + core[None, :]).ravel()] @ synth1
         else:
             a1 = _sample_matrix(t, sw, ell, s1, r1 * s1)
             n1 = 2 * r1 * s1 + 1
-        m1 = n1 * n1
+            synth1 = sp.identity(n1 * n1, format="csr")
+        m1 = synth1.shape[1]
         slopes = sp.hstack([sp.diags(d[:, 0]) @ a1, sp.diags(d[:, 1]) @ a1]).tocsr()
         cross = (amat.T @ slopes).tocsr()
         sts = (slopes.T @ slopes).tocsr()
         # Relative to P0's data energy (the slope columns are P0's scaled by offsets of
         # rms 1); a coarser slope grid has columns of another size: its own energy.
         slope_scale = scale if s1 == s else float(sts.diagonal().mean())
-        pen1 = (SLOPE_REG * slope_scale) * (_gtg(n1) + sp.identity(m1))
+        pen1 = (SLOPE_REG * slope_scale) * (synth1.T @ (_gtg(n1) + sp.identity(n1 * n1)) @ synth1)
         hmat = sp.bmat([[ata + (reg * scale) * gtg, cross],
                         [cross.T, sts + sp.block_diag([pen1, pen1])]]).tocsr()
         amat = sp.hstack([amat, slopes]).tocsr()
@@ -298,7 +305,7 @@ def estimate_psf_dots(
     x = _nonneg_fista(hmat, rhs, x, iterations, n_constrained=nn)[:nn]
     coarse_all, fine_all = [], []
     for c in range(nc):
-        p = x[:, c].reshape(n, n)
+        p = (synth @ x[:, c]).reshape(n, n)
         if p.sum() <= 0:
             raise CalibError("the dots in this region show no PSF; check the registration and the chart layout")
         fine = p / p.sum()
@@ -348,9 +355,16 @@ def _sample_matrix(t: np.ndarray, sw: np.ndarray, ell: np.ndarray, s: int, big: 
     return sp.csr_matrix((vals, (rows, cols)), shape=(len(t), n * n))
 
 
+def _synth(r: int, s: int, core_px: float | None) -> sp.csr_matrix:
+    """Fine-grid samples of a (2 r s + 1)^2 kernel from its unknowns (see core_tail_basis)."""
+    if s == 1 or core_px is None:
+        return sp.identity((2 * r * s + 1) ** 2, format="csr")
+    return core_tail_basis(r, s, core_px).synth
+
+
 def _gtg(n: int) -> sp.csr_matrix:
     """G^T G of the forward-difference gradient on an n x n grid."""
-    grad = _grad_op(n)
+    grad = gradient_op(n)
     return (grad.T @ grad).tocsr()
 
 

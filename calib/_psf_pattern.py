@@ -25,6 +25,7 @@ hundred unknowns rather than thousands. The sensor-grid PSF is ``q`` at integer 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.linalg
@@ -105,20 +106,23 @@ class _Basis:
     """Kernel unknowns: fine-grid samples in the core, sensor-grid tents outside.
 
     ``fine`` and ``coarse`` list window element indices (row, col) of the ``kf x kf``
-    fine-grid window; ``synth`` (kf*kf, n) turns the unknowns into fine-grid PSF samples.
+    fine-grid window; ``synth`` (kf*kf, n, sparse) turns the unknowns into fine-grid PSF samples.
     Every basis function is non-negative, so non-negative unknowns give a non-negative PSF.
     """
 
     fine: tuple[np.ndarray, np.ndarray]
     coarse: tuple[np.ndarray, np.ndarray]
-    synth: np.ndarray
+    synth: Any  # scipy.sparse.csr_matrix
 
     @property
     def n(self) -> int:
         return self.synth.shape[1]
 
 
-def _basis(r: int, s: int, core_px: float | None) -> _Basis:
+def core_tail_basis(r: int, s: int, core_px: float | None) -> _Basis:
+    """Unknowns of a ``(2 r s + 1)^2`` fine kernel: every fine sample within ``core_px``
+    pixels of the centre (square), sensor-grid tents beyond (all fine when ``core_px`` is
+    None or ``s`` is 1). Shared with the dots estimator."""
     kf = 2 * r * s + 1
     e = np.arange(kf)
     ey, ex = np.meshgrid(e, e, indexing="ij")
@@ -131,18 +135,22 @@ def _basis(r: int, s: int, core_px: float | None) -> _Basis:
         fine_mask = off < rc * s
         on_grid = ((ey - r * s) % s == 0) & ((ex - r * s) % s == 0)
         coarse_mask = on_grid & (off >= rc * s)
+    import scipy.sparse as sp  # noqa: PLC0415
+
     fine = np.nonzero(fine_mask)
     coarse = np.nonzero(coarse_mask)
-    synth = np.zeros((kf * kf, len(fine[0]) + len(coarse[0])))
-    synth[fine[0] * kf + fine[1], np.arange(len(fine[0]))] = 1.0
+    nf = len(fine[0])
+    rows, cols, vals = [fine[0] * kf + fine[1]], [np.arange(nf)], [np.ones(nf)]
     t = np.arange(-(s - 1), s)
     tent = 1.0 - np.abs(t) / s
-    for j, (cy, cx) in enumerate(zip(*coarse), start=len(fine[0])):
+    for j, (cy, cx) in enumerate(zip(*coarse), start=nf):
         ys, xs = cy + t, cx + t
         oky, okx = (ys >= 0) & (ys < kf), (xs >= 0) & (xs < kf)
-        block = np.outer(tent[oky], tent[okx])
-        idx = (ys[oky][:, None] * kf + xs[okx][None, :]).ravel()
-        synth[idx, j] = block.ravel()
+        rows.append((ys[oky][:, None] * kf + xs[okx][None, :]).ravel())
+        vals.append(np.outer(tent[oky], tent[okx]).ravel())
+        cols.append(np.full(rows[-1].size, j))
+    synth = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                          shape=(kf * kf, nf + len(coarse[0])))
     return _Basis(fine, coarse, synth)
 
 
@@ -254,7 +262,7 @@ def estimate_psf_pattern_channels(
         )
     r = size // 2
     kf = 2 * r * s + 1
-    basis = _basis(r, s, core_px)
+    basis = core_tail_basis(r, s, core_px)
     n_k = basis.n
     # Sensor-grid tents reach s - 1 fine samples beyond the window: keep one pixel clear.
     bd = 1 if len(basis.coarse[0]) else 0
@@ -317,13 +325,13 @@ def estimate_psf_pattern_channels(
     if n_x:
         ridge = 1e-6 * float(np.trace(hmat[n_k:n_m, n_k:n_m])) / n_x
         hmat[n_k:n_m, n_k:n_m] += ridge * np.eye(n_x)
-    scale = float(np.trace(hmat[:n_k, :n_k])) / float(np.einsum("ij,ij->", basis.synth, basis.synth))
-    grad = _gradient_op(kf)
+    scale = float(np.trace(hmat[:n_k, :n_k])) / float(basis.synth.power(2).sum())
+    grad = gradient_op(kf)
     if core_px is not None and s > 1:
         # Smooth the tails only: a gradient penalty on a sharp core flattens its peak.
-        grad = _outside(kf, s, core_px) @ grad
+        grad = tail_weights(kf, s, core_px) @ grad
     db = grad @ basis.synth
-    hmat[:n_k, :n_k] += reg * scale * (db.T @ db)
+    hmat[:n_k, :n_k] += reg * scale * (db.T @ db).toarray()
 
     quad_form = _Quadratic(hmat, n_k)
 
@@ -367,9 +375,9 @@ def estimate_psf_pattern_channels(
     return out
 
 
-def _outside(kf: int, s: int, core_px: float):
+def tail_weights(kf: int, s: int, core_px: float):
     """Diagonal weights of the forward differences of a kf x kf fine kernel (as in
-    :func:`_gradient_op`): 0 within ``core_px`` pixels of the centre (square), rising
+    :func:`gradient_op`): 0 within ``core_px`` pixels of the centre (square), rising
     to 1 over the next pixel."""
     import scipy.sparse as sp  # noqa: PLC0415
 
@@ -382,7 +390,7 @@ def _outside(kf: int, s: int, core_px: float):
     return sp.diags(w)
 
 
-def _gradient_op(k: int):
+def gradient_op(k: int):
     """Sparse forward differences along both axes of a k x k kernel (flattened)."""
     import scipy.sparse as sp  # noqa: PLC0415
 

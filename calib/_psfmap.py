@@ -96,6 +96,20 @@ class PSFMap:
         """y of each node row, pixels."""
         return self.nodes_xy[:, 0, 1]
 
+    def on_sensor_grid(self) -> "PSFMap":
+        """This map at one sample per pixel (itself when it already is).
+
+        Examples
+        --------
+        >>> k = np.zeros((1, 1, 1, 7, 7), np.float32); k[..., 3, 3] = 1
+        >>> PSFMap(k, np.array([[[0.0, 0.0]]]), ("Y",), (8, 8), sampling=3).on_sensor_grid().kernel_size
+        3
+        """
+        if self.sampling == 1:
+            return self
+        return PSFMap(sensor_grid_psf(self.psf, self.sampling), self.nodes_xy, self.channels,
+                      self.image_size, 1, self.flags)
+
     def channel_index(self, channel: int | str) -> int:
         """Index of ``channel`` given by name or index."""
         if isinstance(channel, str):
@@ -129,6 +143,37 @@ class PSFMap:
         )
         total = float(out.sum())
         return (out / total if total > 0 else out).astype(np.float32)
+
+
+def sensor_grid_psf(psf: np.ndarray, sampling: int) -> np.ndarray:
+    """A PSF stored at ``sampling`` samples per pixel, on the sensor grid (sum 1).
+
+    The stored PSFs are system PSFs (the pixel aperture included), so the sensor-grid
+    PSF is every ``sampling``-th sample through the centre: no further averaging, and
+    the centre (green's centroid) stays on the centre sample.
+
+    Parameters
+    ----------
+    psf : ndarray (..., n, n)
+        Odd side ``n``.
+    sampling : int
+        Samples per pixel of ``psf``.
+
+    Returns
+    -------
+    ndarray (..., k, k), float32
+        ``k`` odd, ``k // 2 = (n // 2) // sampling``.
+    """
+    if sampling == 1:
+        return np.asarray(psf, np.float32)
+    n = psf.shape[-1]
+    start = (n // 2) % sampling
+    out = np.clip(np.asarray(psf, np.float64)[..., start::sampling, start::sampling], 0, None)
+    half = (n // 2) // sampling
+    k = 2 * half + 1
+    out = out[..., :k, :k]
+    total = out.sum(axis=(-2, -1), keepdims=True)
+    return (out / np.where(total > 0, total, 1.0)).astype(np.float32)
 
 
 def _bracket(nodes: np.ndarray, v: float) -> tuple[int, int, float]:

@@ -188,7 +188,7 @@ def _filling_distance_m(model: calib.SimulatedCamera, layout: targets.Layout, *,
 
 def _psf_errors(model: calib.SimulatedCamera, cal: calib.Calibration, distance_m: float) -> np.ndarray:
     """Relative L2 error of each measured node PSF (all channels) against the truth."""
-    est = cal.psf_map
+    est = cal.psf_map.on_sensor_grid()
     truth = model.true_psf_map(
         focus_position=cal.key.focus_position, object_distance_m=distance_m,
         grid=est.grid_shape, size=est.kernel_size,

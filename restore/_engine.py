@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from calib import NoiseModel, PSFMap
+from calib import NoiseModel, PSFMap, sensor_grid_psf
 
 from . import _fft
 from ._borders import extract_reflected, taper_edges
@@ -174,18 +174,6 @@ def check_image(image: np.ndarray, *, name: str = "the image", clip_level: float
     return clipped
 
 
-def _psf_for_sensor(psf: np.ndarray, sampling: int) -> np.ndarray:
-    """A PSF sampled ``sampling`` times per pixel, resampled to sensor pixels (odd, sum 1)."""
-    if sampling == 1:
-        return psf
-    from scipy.ndimage import zoom
-
-    small = np.clip(zoom(psf.astype(np.float64), 1.0 / sampling, order=1), 0, None)
-    if small.shape[0] % 2 == 0:
-        small = np.pad(small, ((0, 1), (0, 1)))
-    return (small / small.sum()).astype(np.float32)
-
-
 def _channel_map(psf_map: PSFMap, n_channels: int) -> list[int]:
     m = psf_map.psf.shape[0]
     if m == n_channels:
@@ -221,7 +209,7 @@ def plan_job(
     chans = _channel_map(psf_map, c)
     k = psf_map.kernel_size
     if psf_map.sampling != 1:
-        k = _psf_for_sensor(psf_map.psf[0, 0, 0], psf_map.sampling).shape[0]
+        k = sensor_grid_psf(psf_map.psf[0, 0, 0], psf_map.sampling).shape[0]
     max_core = _max_core_px(psf_map)
     guard = _GUARD_PER_KERNEL.get(method, GUARD_PER_KERNEL)
     layout = plan_tiles(
@@ -233,7 +221,7 @@ def plan_job(
         for j in range(layout.x.count):
             xc, yc = layout.core_centre_xy(i, j)
             row.append(
-                [_psf_for_sensor(psf_map.psf_at(xc, yc, ch), psf_map.sampling) for ch in chans]
+                [sensor_grid_psf(psf_map.psf_at(xc, yc, ch), psf_map.sampling) for ch in chans]
             )
         psfs.append(row)
     keys = [[[_fft.OTFCache.psf_key(p) for p in chans_] for chans_ in row] for row in psfs]
@@ -273,8 +261,8 @@ def _tile_spread(job: _Job, i: int, j: int) -> np.ndarray | None:
     for ch in job.channels:
         pair = []
         for dx, dy in ((sx, 0.0), (0.0, sy)):
-            a = _psf_for_sensor(m.psf_at(xc + dx, yc + dy, ch), m.sampling)
-            b = _psf_for_sensor(m.psf_at(xc - dx, yc - dy, ch), m.sampling)
+            a = sensor_grid_psf(m.psf_at(xc + dx, yc + dy, ch), m.sampling)
+            b = sensor_grid_psf(m.psf_at(xc - dx, yc - dy, ch), m.sampling)
             pair.append(a - b)
         deltas.append(pair)
     d = np.asarray(deltas, np.float32)

@@ -7,7 +7,7 @@ import pytest
 from calib import CalibError
 from calib._psf_dots import dot_ellipse_px, estimate_psf_dots
 
-from _psf_synth import dot_scene, photograph, rel_l2, system_psf
+from _psf_synth import FINE, dot_scene, photograph, rel_l2, system_psf
 
 
 @pytest.fixture
@@ -73,3 +73,21 @@ def test_linear_field_fit_describes_a_node_at_the_edge_of_its_dots(rng):
     plain = estimate_psf_dots(image, near, dot_ellipse=1.0, size=9, oversample=3)
     linear = estimate_psf_dots(image, near, dot_ellipse=1.0, size=9, oversample=3, node_xy=node)
     assert rel_l2(linear.psf, truth) < 0.5 * rel_l2(plain.psf, truth)
+
+
+def test_fine_core_resolves_a_sharp_core_in_a_wide_halo_better_than_sensor_grid_samples(rng):
+    # Half the light in a 0.35 px core, half in a 1.8 px halo (a defocused channel near its
+    # own focus). Sensor-grid samples cannot interpolate the core: measured 4.3-4.9 % vs
+    # 2.5-3.1 % over three seeds.
+    p1, _ = system_psf(7, sigma=(0.35, 0.35), coma=0.0)
+    p2, _ = system_psf(7, sigma=(1.8, 1.8), coma=0.0)
+    p = 0.5 * p1 + 0.5 * p2
+    big = 9 * FINE
+    sl = slice(big - 7 * FINE, big + 7 * FINE + 1, FINE)
+    truth = p[sl, sl] / p[sl, sl].sum()
+    scene, centres = dot_scene(260, 260, rng, pitch=19.3)
+    photo = photograph(scene, p, rng)
+    grid = estimate_psf_dots(photo, centres, dot_ellipse=1.0, size=15, oversample=1, reg=0.003)
+    core = estimate_psf_dots(photo, centres, dot_ellipse=1.0, size=15, oversample=3, core_px=2.0, reg=0.1)
+    assert rel_l2(core.psf, truth) < 0.035
+    assert rel_l2(core.psf, truth) < 0.8 * rel_l2(grid.psf, truth)
