@@ -301,8 +301,11 @@ def estimate_psf_dots(
         hmat = (ata + (reg * scale) * gtg).tocsr()
     hmat = (hmat + (1e-8 * scale) * sp.identity(hmat.shape[0])).tocsr()
     rhs = np.asarray(amat.T @ v)
-    x = cho_solve(cho_factor(hmat.toarray(), check_finite=False), rhs, check_finite=False)
-    x = _nonneg_fista(hmat, rhs, x, iterations, n_constrained=nn)[:nn]
+    # Dense from here: a few hundred to a few thousand unknowns, and the projected
+    # iterations' products are faster dense than through the filled-in sparse matrix.
+    hdense = hmat.toarray()
+    x = cho_solve(cho_factor(hdense, check_finite=False), rhs, check_finite=False)
+    x = _nonneg_fista(hdense, rhs, x, iterations, n_constrained=nn)[:nn]
     coarse_all, fine_all = [], []
     for c in range(nc):
         p = (synth @ x[:, c]).reshape(n, n)
