@@ -700,7 +700,7 @@ def _noise_map(data, sat, channels, gi, layout, reg: Registration, *, grid, over
     psf, have, flags = res.psf.copy(), res.measured.copy(), res.flags.copy()
     _fill_missing(psf, have, flags)
     nodes = np.stack(np.meshgrid(xs, ys, indexing="xy"), axis=-1)
-    return PSFMap(psf, nodes, tuple(channels), (w, h), 1, flags), list(res.notes)
+    return PSFMap(psf, nodes, tuple(channels), (w, h), res.oversample, flags), list(res.notes)
 
 
 def noise_from_darks(

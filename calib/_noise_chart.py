@@ -32,7 +32,9 @@ from scipy.optimize import least_squares
 
 import targets
 
+from ._analyze import _centroid, _recentre
 from ._errors import CalibError
+from ._psfmap import FLAG_NOISY, FLAG_SATURATED
 from ._pattern_register import render_pattern
 from ._register import Registration
 
@@ -214,8 +216,9 @@ def refine_registration(green: np.ndarray, layout: targets.Layout, reg: Registra
 
 # ----------------------------------------------------------------------------- PSF per node
 
-#: PSFs narrower than this (rms, pixels) are resolved at 3 samples per pixel in their core.
-OVERSAMPLE_WIDTH_PX = 0.9
+#: Samples per pixel of the solve. Sensor-grid samples cannot describe a sharp core
+#: inside a wide halo (the defocused red PSF).
+NOISE_OVERSAMPLE = 3
 #: Extra support (pixels each side) of the solve beyond the returned PSF.
 SOLVE_MARGIN_PX = 2
 #: Nodes farther than this (pixels) from their crop's centre get a linear-field fit. Off:
@@ -226,8 +229,26 @@ FIELD_FIT_PX = np.inf
 #: over each sample's cell ("box"; a sensor-grid "tent", piecewise linear, measured 18.6 % green
 #: error at +15 defocus against 13.5 % for "box").
 RENDER_KERNEL = {1: "box", 2: "box", 3: "box"}
-#: Gradient-penalty weight (relative to the data energy per unknown) per oversampling.
-NOISE_REG = {1: 0.003, 2: 0.0, 3: 0.0}
+#: Gradient-penalty weight (relative to the data energy per unknown) at one sample per pixel.
+NOISE_REG_SENSOR_GRID = 0.003
+#: Penalty weight at sub-pixel sampling for a sharp PSF (rms width NOISE_REG_SHARP_PX),
+#: growing with the cube of the width up to NOISE_REG_MAX_RATIO times that width.
+NOISE_REG_SHARP = 0.0
+NOISE_REG_SHARP_PX = 0.55
+NOISE_REG_MAX_RATIO = 4.0
+#: Per node and channel, set the penalty from the width of a first solve's PSF.
+NOISE_ADAPT = False
+#: Penalise the gradient of the fine core as well as of the tails.
+NOISE_SMOOTH_CORE = False
+
+
+def _noise_reg(s: int, sigma_px: float) -> float:
+    """Gradient-penalty weight of the noise-chart solve at ``s`` samples per pixel for a
+    PSF of rms width ``sigma_px``: a wider PSF spreads each cell edge's light over more
+    fine samples, so each is less determined and needs more smoothing."""
+    if s == 1:
+        return NOISE_REG_SENSOR_GRID
+    return NOISE_REG_SHARP * float(np.clip(sigma_px / NOISE_REG_SHARP_PX, 1.0, NOISE_REG_MAX_RATIO)) ** 3
 
 
 def _chart_to_pattern(patch, reg: Registration, box: tuple[float, float, float, float]):
@@ -283,22 +304,6 @@ def _crop_psf(fine: np.ndarray, s: int, k_out: int) -> np.ndarray:
     return out / out.sum()
 
 
-def _centroid(psf: np.ndarray, s: int) -> tuple[float, float]:
-    k = psf.shape[0]
-    ax = (np.arange(k) - k // 2) / s
-    t = psf.sum()
-    return float((psf.sum(0) * ax).sum() / t), float((psf.sum(1) * ax).sum() / t)
-
-
-def _recentre(fine: np.ndarray, s: int, dx: float, dy: float) -> np.ndarray:
-    """Shift a fine PSF by (dx, dy) pixels, then sample it on the sensor grid (sum 1)."""
-    from scipy.ndimage import shift as nd_shift  # noqa: PLC0415
-
-    moved = nd_shift(fine.astype(np.float64), (dy * s, dx * s), order=3, mode="constant")
-    coarse = np.clip(moved[::s, ::s], 0, None)
-    return coarse / coarse.sum()
-
-
 def _render_crop(values: np.ndarray, patch, reg: Registration, origin: tuple[float, float], side: int,
                  s: int, outside: float) -> np.ndarray:
     x0, y0 = origin
@@ -316,18 +321,19 @@ def _render_crop(values: np.ndarray, patch, reg: Registration, origin: tuple[flo
 
 def estimate_node(data: np.ndarray, bad: np.ndarray, layout, reg: Registration, bits: np.ndarray,
                   centre_xy: tuple[float, float], *, green: int, side: int, size: int, oversample: int,
-                  core_px: float | None, margin_px: int = SOLVE_MARGIN_PX):
+                  core_px: float | None, penalty: float, adapt=None, margin_px: int = SOLVE_MARGIN_PX):
     """Fine PSFs of one crop of ``side`` pixels around ``centre_xy`` (clamped into the frame).
 
     Solved with ``margin_px`` more support each side than ``size``, then cropped; solved
     twice: the second time the pattern is rendered moved by the first solve's green
     centroid, so green's centroid falls on the centre sample and the sensor-grid PSFs
-    are every ``s``-th fine sample, with no interpolation of a sharp PSF.
+    are every ``s``-th fine sample, with no interpolation of a sharp PSF. ``adapt``
+    (rms width, px -> penalty weight): the second solve's penalty per channel, from the
+    width of the first solve's PSF.
 
     Returns
     -------
-    (list of (kf, kf) fine PSFs per channel, sum 1; the last solve's PatternPSF list;
-    number of pixels used)
+    NodeSolve
     """
     from ._psf_pattern import estimate_psf_pattern_channels  # noqa: PLC0415
 
@@ -338,7 +344,8 @@ def estimate_node(data: np.ndarray, bad: np.ndarray, layout, reg: Registration, 
     patch = layout.noise[0]
     k_solve = size + 2 * margin_px
     use = _usable(layout, reg, patch, x0, y0, side, k_solve / 2 + 1.5)
-    use &= ~bad[y0:y0 + side, x0:x0 + side]
+    clipped = use & bad[y0:y0 + side, x0:x0 + side]
+    use &= ~clipped
     ink_on, ink_off = layout.reflectance(patch.ink_on), layout.reflectance(patch.ink_off)
     values = np.where(bits > 0, ink_on, ink_off)
     crop = np.moveaxis(data[y0:y0 + side, x0:x0 + side], -1, 0)
@@ -346,15 +353,49 @@ def estimate_node(data: np.ndarray, bad: np.ndarray, layout, reg: Registration, 
     node_xy = (centre_xy[0] - x0, centre_xy[1] - y0)
     field = node_xy if np.hypot(node_xy[0] - (side - 1) / 2, node_xy[1] - (side - 1) / 2) > FIELD_FIT_PX else None
     dx = dy = 0.0
+    pen = penalty
     for _ in range(2):
         sharp = _render_crop(values, patch, reg, (x0 - dx, y0 - dy), side, s, 0.5 * (ink_on + ink_off))
-        ests = estimate_psf_pattern_channels(crop, sharp, size=k_solve, oversample=s, reg=NOISE_REG[s],
+        ests = estimate_psf_pattern_channels(crop, sharp, size=k_solve, oversample=s, reg=pen,
                                              weights=use.astype(np.float64), core_px=core_px, shading=True,
-                                             field_xy=field)
+                                             field_xy=field, smooth_core=NOISE_SMOOTH_CORE)
         fines = [_crop_psf(e.psf_fine, s, size) for e in ests]
         cx, cy = _centroid(fines[green], s)
         dx, dy = dx + cx, dy + cy
-    return fines, ests, int(use.sum())
+        if adapt is not None:
+            pen = [adapt(_width_and_extent(f[::s, ::s])[0]) for f in fines]
+    # The chart's contrast in the photo (half the ink step: the pattern's std) over the
+    # misfit, times the root of the pixels per PSF sample the solve pooled.
+    snr = (ests[green].contrast * abs(ink_on - ink_off) / 2 / max(ests[green].residual_rms, 1e-12)
+           * math.sqrt(ests[green].n_pixels / k_solve**2))
+    return NodeSolve(fines, ests, int(use.sum()), int(clipped.sum()), float(snr))
+
+
+@dataclass(frozen=True)
+class NodeSolve:
+    """One node's solve (:func:`estimate_node`).
+
+    Attributes
+    ----------
+    fines : list of ndarray (n, n)
+        PSF per channel at the solve's sampling, sum 1.
+    fits : list of PatternPSF
+        The last solve per channel.
+    n_used : int
+        Pixels the solve used.
+    n_clipped : int
+        Pixels on the pattern left out because they were clipped.
+    snr : float
+        Green's contrast (half the ink step, image units) over its fit's residual rms,
+        times the square root of the pixels per sensor-grid PSF sample: about the inverse
+        of the PSF's relative error from noise.
+    """
+
+    fines: list
+    fits: list
+    n_used: int
+    n_clipped: int
+    snr: float
 
 
 @dataclass(frozen=True)
@@ -363,15 +404,16 @@ class NoiseChartPSFs:
 
     Attributes
     ----------
-    psf : ndarray (C, ny, nx, k, k), float32
-        Sensor-grid PSFs, green's centroid on the centre sample, red and blue at their
+    psf : ndarray (C, ny, nx, n, n), float32
+        PSFs at ``oversample`` samples per pixel (``n = oversample * (k - 1) + 1`` for a
+        ``k`` pixel support), green's centroid on the centre sample, red and blue at their
         offsets from green; zeros where ``measured`` is False.
     measured : ndarray (ny, nx) bool
     flags : ndarray (C, ny, nx) uint8
     registration : Registration
         The geometry refined on the pattern (homography and radial distortion).
     oversample : int
-        Sub-pixel sampling of the solve.
+        Samples per pixel of the solve and of ``psf``.
     notes : tuple of str
     """
 
@@ -383,6 +425,12 @@ class NoiseChartPSFs:
     notes: tuple[str, ...]
 
 
+#: A node whose crop had more than this fraction of its pattern pixels clipped is flagged
+#: saturated (those pixels are left out of its solve).
+CLIPPED_FRACTION = 0.0
+#: A node whose :attr:`NodeSolve.snr` is below this is flagged noisy (measured
+#: 60-77 in focus on the 480x320 test sensor, 2 with noise of 0.15 added).
+MIN_SNR = 20.0
 #: Side (pixels) of the square crop each node's PSF is solved on.
 CROP_PX = 160
 #: Sensor-grid half-width of the fine core (pixels) when solving at 3 samples per pixel.
@@ -423,8 +471,8 @@ def noise_psf_map(data: np.ndarray, sat: np.ndarray, gi: int, layout: targets.La
     grid : (ny, nx), optional
         Nodes spanning the frame corner to corner; default (6, 9).
     oversample : int, optional
-        Sub-pixel sampling of the solve; default 3 for PSFs narrower than
-        ``OVERSAMPLE_WIDTH_PX`` rms, else 1.
+        Samples per pixel of the solve and of the PSFs returned (1, 2 or 3); default
+        ``NOISE_OVERSAMPLE``.
     psf_size : int, optional
         Odd PSF side; default from a first, sensor-grid estimate (99.5 % of the light).
     progress : bool
@@ -445,53 +493,59 @@ def noise_psf_map(data: np.ndarray, sat: np.ndarray, gi: int, layout: targets.La
     xs, ys = np.linspace(0, w - 1, nx), np.linspace(0, h - 1, ny)
     side = int(min(CROP_PX, h, w))
     bits = layout.noise[0].bits()
-    if psf_size is None or oversample is None:
-        # A pilot at the centre and a corner sets the support and sampling.
-        widths, extents = [], []
-        for cx, cy in ((w / 2, h / 2), (side / 2, side / 2)):
-            try:
-                # fine core, sensor-grid tails: resolves a sharp PSF and a wide one alike
-                fines, _, _ = estimate_node(data, bad, layout, reg, bits, (cx, cy), green=gi, side=side,
-                                            size=17, oversample=3, core_px=CORE_PX, margin_px=1)
-            except CalibError:
-                continue
-            sg, ex = _width_and_extent(fines[gi][::3, ::3])
-            widths.append(sg)
-            extents.append(ex)
-        if not widths:
-            raise CalibError("the noise pattern could not be matched anywhere in the photo; check the "
-                             "layout is the chart photographed and that the photo is exposed")
-        if psf_size is None:
-            psf_size = int(min(31, max(9, 2 * int(np.ceil(max(extents))) + 3)))
-        if oversample is None:
-            oversample = 3 if min(widths) < OVERSAMPLE_WIDTH_PX else 1
-        _progress(f"analyze: noise chart PSF {psf_size} px, rms width {min(widths):.2f}-{max(widths):.2f} px, "
-                  f"oversample {oversample}", progress)
-    s = int(oversample)
-    if s not in NOISE_REG:
-        raise CalibError(f"oversample {s} is not supported for the noise chart; use one of {sorted(NOISE_REG)}")
+    # A pilot at the centre and a corner sets the support and the penalty (and checks the
+    # pattern is there at all).
+    widths, extents = [], []
+    for cx, cy in ((w / 2, h / 2), (side / 2, side / 2)):
+        try:
+            # fine core, sensor-grid tails: resolves a sharp PSF and a wide one alike
+            fines = estimate_node(data, bad, layout, reg, bits, (cx, cy), green=gi, side=side,
+                                  size=17, oversample=3, core_px=CORE_PX, penalty=0.0, margin_px=1).fines
+        except CalibError:
+            continue
+        sg, ex = _width_and_extent(fines[gi][::3, ::3])
+        widths.append(sg)
+        extents.append(ex)
+    if not widths:
+        raise CalibError("the noise pattern could not be matched anywhere in the photo; check the "
+                         "layout is the chart photographed and that the photo is exposed")
+    if psf_size is None:
+        psf_size = int(min(31, max(9, 2 * int(np.ceil(max(extents))) + 3)))
+    s = int(oversample) if oversample is not None else NOISE_OVERSAMPLE
+    if s not in RENDER_KERNEL:
+        raise CalibError(f"oversample {s} is not supported for the noise chart; use one of {sorted(RENDER_KERNEL)}")
+    sigma = float(np.median(widths))
+    penalty = _noise_reg(s, sigma)
+    _progress(f"analyze: noise chart PSF {psf_size} px, rms width {min(widths):.2f}-{max(widths):.2f} px, "
+              f"oversample {s}, penalty {penalty:.3g}", progress)
     core = CORE_PX if s > 1 else None
 
     def node(ij):
         i, j = ij
         try:
-            fines, _ests, n_used = estimate_node(data, bad, layout, reg, bits, (xs[j], ys[i]), green=gi,
-                                                 side=side, size=psf_size, oversample=s, core_px=core)
+            sol = estimate_node(data, bad, layout, reg, bits, (xs[j], ys[i]), green=gi, side=side,
+                                size=psf_size, oversample=s, core_px=core, penalty=penalty,
+                                adapt=(lambda sg: _noise_reg(s, sg)) if NOISE_ADAPT and s > 1 else None)
         except CalibError as err:
             _progress(f"analyze: node ({j},{i}) at ({xs[j]:.0f},{ys[i]:.0f}): {err}; filled", progress)
             return None
-        cx, cy = _centroid(fines[gi], s)
-        out = np.stack([_recentre(f, s, -cx, -cy) for f in fines])
-        _progress(f"analyze: node ({j},{i}) at ({xs[j]:.0f},{ys[i]:.0f}): noise pattern, {n_used} px", progress)
-        return out
+        # The fine PSFs are kept: decimating a sharp PSF to the sensor grid aliases it.
+        cx, cy = _centroid(sol.fines[gi], s)
+        out = np.stack([_recentre(f, s, -cx, -cy) for f in sol.fines])
+        flag = (FLAG_SATURATED if sol.n_clipped > CLIPPED_FRACTION * (sol.n_used + sol.n_clipped) else 0) | (
+            FLAG_NOISY if sol.snr < MIN_SNR else 0)
+        _progress(f"analyze: node ({j},{i}) at ({xs[j]:.0f},{ys[i]:.0f}): noise pattern, {sol.n_used} px"
+                  f"{f', {sol.n_clipped} clipped' if sol.n_clipped else ''}, SNR {sol.snr:.0f}", progress)
+        return out, flag
 
     results = parallel_map(node, [(i, j) for i in range(ny) for j in range(nx)])
-    psf = np.zeros((nc, ny, nx, psf_size, psf_size), np.float32)
+    kf = s * (psf_size - 1) + 1
+    psf = np.zeros((nc, ny, nx, kf, kf), np.float32)
     flags = np.zeros((nc, ny, nx), np.uint8)
     measured = np.zeros((ny, nx), bool)
     for (i, j), res in zip([(i, j) for i in range(ny) for j in range(nx)], results):
         if res is not None:
-            psf[:, i, j] = res
+            psf[:, i, j], flags[:, i, j] = res
             measured[i, j] = True
     notes = []
     if not measured.all():

@@ -50,21 +50,42 @@ def _shoot(cam: SimulatedCamera, defocus: int):
 
 
 def _errors(cam, res, fp, dist, grid) -> np.ndarray:
-    """(C, ny, nx) relative L2 error of the PSF map against the true map."""
-    k = res.psf_map.kernel_size
-    truth = cam.true_psf_map(focus_position=fp, object_distance_m=dist, grid=grid, size=k).psf
-    est = res.psf_map.psf
+    """(C, ny, nx) relative L2 error of the PSF map, on the sensor grid, against the true map."""
+    est = res.psf_map.on_sensor_grid().psf
+    truth = cam.true_psf_map(focus_position=fp, object_distance_m=dist, grid=grid, size=est.shape[-1]).psf
     c, ny, nx = est.shape[:3]
     d = (est - truth).reshape(c, ny, nx, -1)
     return np.linalg.norm(d, axis=-1) / np.linalg.norm(truth.reshape(c, ny, nx, -1), axis=-1)
 
 
 @pytest.fixture(scope="module")
-def small_in_focus():
+def small_shot():
     cam = _camera(SMALL, distortion=False)
-    img, layout, _shot, fp, dist = _shoot(cam, 0)
+    return cam, *_shoot(cam, 0)
+
+
+@pytest.fixture(scope="module")
+def small_in_focus(small_shot):
+    cam, img, layout, _shot, fp, dist = small_shot
     res = calib.analyze_images([img], layout, grid=(2, 3))
     return cam, res, _errors(cam, res, fp, dist, (2, 3))
+
+
+@pytest.fixture(scope="module")
+def damaged(small_shot):
+    """The 2x3 analysis of the shot with specular hot spots (5 % of the pixels clipped)
+    under the left node column and heavy noise under the right one."""
+    _cam, img, layout, *_ = small_shot
+    rng = np.random.default_rng(7)
+    data, sat = img.data.copy(), img.saturated.copy()
+    h, w = data.shape[:2]
+    hot = np.zeros((h, w), bool)
+    hot[:, : w // 3] = rng.random((h, w // 3)) < 0.05
+    data[hot], sat[hot] = 1.0, True
+    right = np.s_[:, 2 * w // 3:]
+    data[right] += rng.normal(0.0, 0.15, data[right].shape).astype(data.dtype)
+    bad = dataclasses.replace(img, data=data, saturated=sat)
+    return calib.analyze_images([bad], layout, grid=(2, 3)).psf_map.flags
 
 
 def test_noise_chart_analysis_measures_every_node(small_in_focus):
@@ -86,6 +107,22 @@ def test_noise_chart_red_and_blue_psfs_keep_their_offset_from_green(small_in_foc
     # blue changes fastest across an edge crop (measured R 5.1 %, B 23.6 % median).
     err = small_in_focus[2]
     assert np.median(err[0]) < 0.08 and np.median(err[2]) < 0.30
+
+
+def test_noise_chart_map_is_stored_at_three_samples_per_pixel(small_in_focus):
+    pm = small_in_focus[1].psf_map
+    assert pm.sampling == 3
+    assert pm.kernel_size == 3 * (pm.on_sensor_grid().kernel_size - 1) + 1
+
+
+def test_nodes_whose_crop_had_clipped_pixels_are_flagged_saturated(damaged):
+    sat = (damaged & calib.FLAG_SATURATED) > 0
+    assert sat[:, :, 0].all() and not sat[:, :, 1:].any()
+
+
+def test_nodes_whose_fit_is_poor_are_flagged_noisy(damaged):
+    noisy = (damaged & calib.FLAG_NOISY) > 0
+    assert noisy[:, :, 2].all() and not noisy[:, :, :2].any()
 
 
 def test_pattern_refines_the_marker_registration_to_a_tenth_of_a_pixel():
