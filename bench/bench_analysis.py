@@ -5,8 +5,8 @@ then the analysis time of a 24 MP dots capture (a synthetic blurred render, timi
 The chart overfills the frame (fill 1.3): its inner markers keep it registrable and the
 dots reach the frame corners, so no node is extrapolated. Frame real charts the same way.
 
-Run: ``.venv/bin/python bench/bench_analysis.py [--skip-24mp] [--workers N] [--defocus STEPS]`` (slow: renders
-shots). Times are wall and CPU seconds (the CPU figure does not depend on other load).
+Run: ``.venv/bin/python bench/bench_analysis.py [--skip-24mp] [--workers N] [--defocus STEPS]
+[--lens sharp-prime|soft-zoom|vintage]`` (slow: renders shots). Times are wall and CPU seconds (the CPU figure does not depend on other load).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def _centroids(p: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    cam = calib.SimulatedCamera("sharp-prime", "small", seed=1, render_oversample=3)  # ~1 px dots need a fine scene
+    cam = calib.SimulatedCamera(LENS, "small", seed=1, render_oversample=3)  # ~1 px dots need a fine scene
     probe = targets.make_layout("dots", paper="300x200mm")  # the sensor's 3:2 aspect
     hom = cam.chart_homography(probe, fill=FILL)
     px_per_mm = float(np.hypot(hom[0, 0], hom[1, 0]))
@@ -108,6 +108,7 @@ def time_24mp() -> None:
 FILL = 1.3
 WORKERS = int(sys.argv[sys.argv.index("--workers") + 1]) if "--workers" in sys.argv else None
 DEFOCUS = int(sys.argv[sys.argv.index("--defocus") + 1]) if "--defocus" in sys.argv else 0
+LENS = sys.argv[sys.argv.index("--lens") + 1] if "--lens" in sys.argv else "sharp-prime"
 
 if __name__ == "__main__":
     main()
