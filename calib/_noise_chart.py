@@ -231,15 +231,20 @@ FIELD_FIT_PX = np.inf
 RENDER_KERNEL = {1: "box", 2: "box", 3: "box"}
 #: Gradient-penalty weight (relative to the data energy per unknown) at one sample per pixel.
 NOISE_REG_SENSOR_GRID = 0.003
-#: Penalty weight at sub-pixel sampling for a sharp PSF (rms width NOISE_REG_SHARP_PX),
-#: growing with the cube of the width up to NOISE_REG_MAX_RATIO times that width.
-NOISE_REG_SHARP = 0.0
+#: Penalty weight at sub-pixel sampling for a sharp PSF (rms width NOISE_REG_SHARP_PX, the
+#: sensor-grid system PSF's), growing as the width to NOISE_REG_POWER up to
+#: NOISE_REG_MAX_RATIO times that width. Measured on the 1200x800 simulator
+#: (bench_noise_chart.py; weight used -> median R/G/B error): in focus (rms 0.6 px) 0.0001
+#: -> 3.1/4.8/4.8 %, 0.0004 -> 5.9/3.7/6.7 %; defocused +15 (rms 1.1 px) 0 -> 16/17/25 %,
+#: 0.0003 -> 7.4/6.4/9.0 %, 0.0009 -> 7.7/7.9/8.3 %, 0.003 -> 9.9/11.8/10.2 %. Per-channel
+#: weights from each channel's width measured no better.
+NOISE_REG_SHARP = 0.0001
 NOISE_REG_SHARP_PX = 0.55
 NOISE_REG_MAX_RATIO = 4.0
-#: Per node and channel, set the penalty from the width of a first solve's PSF.
-NOISE_ADAPT = False
-#: Penalise the gradient of the fine core as well as of the tails.
-NOISE_SMOOTH_CORE = False
+NOISE_REG_POWER = 1.5
+#: Penalise the gradient of the fine core as well as of the tails (penalising the tails
+#: only: 14.2 -> 17.6 % median G at +15 for weight 0.003).
+NOISE_SMOOTH_CORE = True
 
 
 def _noise_reg(s: int, sigma_px: float) -> float:
@@ -248,7 +253,7 @@ def _noise_reg(s: int, sigma_px: float) -> float:
     fine samples, so each is less determined and needs more smoothing."""
     if s == 1:
         return NOISE_REG_SENSOR_GRID
-    return NOISE_REG_SHARP * float(np.clip(sigma_px / NOISE_REG_SHARP_PX, 1.0, NOISE_REG_MAX_RATIO)) ** 3
+    return NOISE_REG_SHARP * float(np.clip(sigma_px / NOISE_REG_SHARP_PX, 1.0, NOISE_REG_MAX_RATIO)) ** NOISE_REG_POWER
 
 
 def _chart_to_pattern(patch, reg: Registration, box: tuple[float, float, float, float]):
@@ -321,15 +326,13 @@ def _render_crop(values: np.ndarray, patch, reg: Registration, origin: tuple[flo
 
 def estimate_node(data: np.ndarray, bad: np.ndarray, layout, reg: Registration, bits: np.ndarray,
                   centre_xy: tuple[float, float], *, green: int, side: int, size: int, oversample: int,
-                  core_px: float | None, penalty: float, adapt=None, margin_px: int = SOLVE_MARGIN_PX):
+                  core_px: float | None, penalty: float, margin_px: int = SOLVE_MARGIN_PX):
     """Fine PSFs of one crop of ``side`` pixels around ``centre_xy`` (clamped into the frame).
 
     Solved with ``margin_px`` more support each side than ``size``, then cropped; solved
     twice: the second time the pattern is rendered moved by the first solve's green
     centroid, so green's centroid falls on the centre sample and the sensor-grid PSFs
-    are every ``s``-th fine sample, with no interpolation of a sharp PSF. ``adapt``
-    (rms width, px -> penalty weight): the second solve's penalty per channel, from the
-    width of the first solve's PSF.
+    are every ``s``-th fine sample, with no interpolation of a sharp PSF.
 
     Returns
     -------
@@ -353,21 +356,19 @@ def estimate_node(data: np.ndarray, bad: np.ndarray, layout, reg: Registration, 
     node_xy = (centre_xy[0] - x0, centre_xy[1] - y0)
     field = node_xy if np.hypot(node_xy[0] - (side - 1) / 2, node_xy[1] - (side - 1) / 2) > FIELD_FIT_PX else None
     dx = dy = 0.0
-    pen = penalty
     for _ in range(2):
         sharp = _render_crop(values, patch, reg, (x0 - dx, y0 - dy), side, s, 0.5 * (ink_on + ink_off))
-        ests = estimate_psf_pattern_channels(crop, sharp, size=k_solve, oversample=s, reg=pen,
+        ests = estimate_psf_pattern_channels(crop, sharp, size=k_solve, oversample=s, reg=penalty,
                                              weights=use.astype(np.float64), core_px=core_px, shading=True,
                                              field_xy=field, smooth_core=NOISE_SMOOTH_CORE)
         fines = [_crop_psf(e.psf_fine, s, size) for e in ests]
         cx, cy = _centroid(fines[green], s)
         dx, dy = dx + cx, dy + cy
-        if adapt is not None:
-            pen = [adapt(_width_and_extent(f[::s, ::s])[0]) for f in fines]
-    # The chart's contrast in the photo (half the ink step: the pattern's std) over the
-    # misfit, times the root of the pixels per PSF sample the solve pooled.
-    snr = (ests[green].contrast * abs(ink_on - ink_off) / 2 / max(ests[green].residual_rms, 1e-12)
-           * math.sqrt(ests[green].n_pixels / k_solve**2))
+    # The pattern's signal in the photo (its std, less the misfit's share) over the misfit,
+    # times the root of the pixels per PSF sample the solve pooled.
+    resid = ests[green].residual_rms
+    signal = math.sqrt(max(float(np.var(crop[green][use])) - resid**2, 0.0))
+    snr = signal / max(resid, 1e-12) * math.sqrt(ests[green].n_pixels / k_solve**2)
     return NodeSolve(fines, ests, int(use.sum()), int(clipped.sum()), float(snr))
 
 
@@ -386,9 +387,9 @@ class NodeSolve:
     n_clipped : int
         Pixels on the pattern left out because they were clipped.
     snr : float
-        Green's contrast (half the ink step, image units) over its fit's residual rms,
-        times the square root of the pixels per sensor-grid PSF sample: about the inverse
-        of the PSF's relative error from noise.
+        Green's pattern signal (its std in the photo, the misfit's share taken out) over
+        its fit's residual rms, times the square root of the pixels per sensor-grid PSF
+        sample: the PSF's error from noise falls as its inverse.
     """
 
     fines: list
@@ -428,9 +429,9 @@ class NoiseChartPSFs:
 #: A node whose crop had more than this fraction of its pattern pixels clipped is flagged
 #: saturated (those pixels are left out of its solve).
 CLIPPED_FRACTION = 0.0
-#: A node whose :attr:`NodeSolve.snr` is below this is flagged noisy (measured
-#: 60-77 in focus on the 480x320 test sensor, 2 with noise of 0.15 added).
-MIN_SNR = 20.0
+#: A node whose :attr:`NodeSolve.snr` is below this is flagged noisy (measured 420-540
+#: in focus on the 480x320 test sensor, 13 with noise of rms 0.15 added).
+MIN_SNR = 50.0
 #: Side (pixels) of the square crop each node's PSF is solved on.
 CROP_PX = 160
 #: Sensor-grid half-width of the fine core (pixels) when solving at 3 samples per pixel.
@@ -524,8 +525,7 @@ def noise_psf_map(data: np.ndarray, sat: np.ndarray, gi: int, layout: targets.La
         i, j = ij
         try:
             sol = estimate_node(data, bad, layout, reg, bits, (xs[j], ys[i]), green=gi, side=side,
-                                size=psf_size, oversample=s, core_px=core, penalty=penalty,
-                                adapt=(lambda sg: _noise_reg(s, sg)) if NOISE_ADAPT and s > 1 else None)
+                                size=psf_size, oversample=s, core_px=core, penalty=penalty)
         except CalibError as err:
             _progress(f"analyze: node ({j},{i}) at ({xs[j]:.0f},{ys[i]:.0f}): {err}; filled", progress)
             return None

@@ -24,7 +24,6 @@ hundred unknowns rather than thousands. The sensor-grid PSF is ``q`` at integer 
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -235,7 +234,7 @@ def estimate_psf_pattern_channels(
     *,
     size: int = 15,
     oversample: int = 2,
-    reg: float | Sequence[float] = 0.03,
+    reg: float = 0.03,
     weights: np.ndarray | None = None,
     positivity: bool = True,
     core_px: float | None = None,
@@ -250,7 +249,6 @@ def estimate_psf_pattern_channels(
     ``field_xy`` (crop pixel coordinates): let the fine (core) part of the PSF vary
     linearly across the crop and return it at this point, for a field node at or near
     the crop's edge (frame edges and corners, where the crop cannot be centred on it).
-    ``reg`` may give one penalty weight per channel (a normal matrix factored per weight).
     ``smooth_core``: with ``core_px``, apply the gradient penalty to the fine core too
     (by default only the tails are smoothed).
     """
@@ -336,23 +334,18 @@ def estimate_psf_pattern_channels(
         # Smooth the tails only: a gradient penalty on a sharp core flattens its peak.
         grad = tail_weights(kf, s, core_px) @ grad
     db = grad @ basis.synth
-    pen = (db.T @ db).toarray() * scale
-    regs = np.broadcast_to(np.asarray(reg, dtype=np.float64), (nch,))
-    forms: dict[float, _Quadratic] = {}
-    for r_c in regs:
-        if float(r_c) not in forms:
-            h_c = hmat.copy()
-            h_c[:n_k, :n_k] += float(r_c) * pen
-            forms[float(r_c)] = _Quadratic(h_c, n_k)
+    hmat[:n_k, :n_k] += reg * scale * (db.T @ db).toarray()
 
-    def solve(g: np.ndarray, c: int) -> np.ndarray:
-        return forms[float(regs[c])].solve(np.concatenate([a_t64 @ g, nuis.T @ g]), positivity=positivity)
+    quad_form = _Quadratic(hmat, n_k)
+
+    def solve(g: np.ndarray) -> np.ndarray:
+        return quad_form.solve(np.concatenate([a_t64 @ g, nuis.T @ g]), positivity=positivity)
 
     out = []
     for c in range(nch):
         obs = images[c, r + bd:r + bd + ny, r + bd:r + bd + nx].ravel()[keep]
         g = obs * sw
-        x = solve(g, c)
+        x = solve(g)
         if shading:
             # obs = L(x) m(x) + B(x) with a smooth gain L: regress on the first model image.
             m = (a_mod @ x[:n_m].astype(np.float32)).astype(np.float64) / sw
@@ -362,7 +355,7 @@ def estimate_psf_pattern_channels(
             if np.all(gain > 0.2 * abs(coef[0])):
                 gain = gain / coef[0]
                 g = (obs - quad @ coef[6:]) / gain * sw
-                x = solve(g, c)
+                x = solve(g)
         q = (basis.synth @ x[:n_k]).reshape(kf, kf)[::-1, ::-1]
         total = float(q.sum())
         if not np.isfinite(total) or total <= 0:

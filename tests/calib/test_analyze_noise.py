@@ -7,8 +7,8 @@ figures of bench/bench_noise_chart.py). The chart overfills the frame as SimCame
 a noise chart, its cells image to 2.3 pixels (a non-integer size, so cell edges fall at
 every sub-pixel phase), and the lens's distortion is switched off where PSFs are compared
 (the registration test keeps it). On the 480x320 sensor every node is an edge or corner
-node; with distortion on, its green median reads 11 % instead of the 10 % asserted here,
-while the full-frame bench (bench/bench_noise_chart.py, distortion on) reads 4.2 %.
+node, read off a crop that cannot be centred on it; the full-frame bench
+(bench/bench_noise_chart.py, distortion on) reads 3.0/4.6/4.7 % median R/G/B in focus.
 """
 from __future__ import annotations
 
@@ -94,19 +94,20 @@ def test_noise_chart_analysis_measures_every_node(small_in_focus):
     assert not (res.psf_map.flags & calib.FLAG_FILLED).any()
 
 
-def test_noise_chart_green_psf_is_within_10_percent_of_the_truth_at_the_frame_edges(small_in_focus):
+def test_noise_chart_green_psf_is_within_15_percent_of_the_truth_at_the_frame_edges(small_in_focus):
     # A 2x3 grid on 480x320 has only edge and corner nodes, read off crops centred up to
-    # 80 px inside the frame (measured 8.4 % median, 14.3 % worst); the full frame's
-    # figure is the slow test's.
+    # 80 px inside the frame (measured 13.0 % median, 14.7 % worst; 8.4 % median without
+    # the sub-pixel solve's gradient penalty, which costs the sharp green core here but
+    # halves the defocused error on the full frame); the full frame's figure is the slow test's.
     err = small_in_focus[2][1]
-    assert np.median(err) < 0.10 and err.max() < 0.20
+    assert np.median(err) < 0.15 and err.max() < 0.20
 
 
 def test_noise_chart_red_and_blue_psfs_keep_their_offset_from_green(small_in_focus):
     # Red and blue are compared with the truth at their lateral-colour offset from green;
-    # blue changes fastest across an edge crop (measured R 5.1 %, B 23.6 % median).
+    # blue changes fastest across an edge crop (measured R 2.7 %, B 28.4 % median).
     err = small_in_focus[2]
-    assert np.median(err[0]) < 0.08 and np.median(err[2]) < 0.30
+    assert np.median(err[0]) < 0.08 and np.median(err[2]) < 0.35
 
 
 def test_noise_chart_map_is_stored_at_three_samples_per_pixel(small_in_focus):
