@@ -475,7 +475,8 @@ def noise_psf_map(data: np.ndarray, sat: np.ndarray, gi: int, layout: targets.La
         Samples per pixel of the solve and of the PSFs returned (1, 2 or 3); default
         ``NOISE_OVERSAMPLE``.
     psf_size : int, optional
-        Odd PSF side; default from a first, sensor-grid estimate (99.5 % of the light).
+        Odd PSF side (pixels); default from pilot solves at the centre and a corner (99.5 %
+        of the light).
     progress : bool
         One line per node on stderr.
 

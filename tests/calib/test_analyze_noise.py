@@ -147,17 +147,15 @@ def test_pattern_refines_the_marker_registration_to_a_tenth_of_a_pixel():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("defocus", [
-    0,
-    pytest.param(15, marks=pytest.mark.xfail(strict=True, reason="defocused (rms 1.1-1.3 px, solved on the "
-                                             "sensor grid) measured 13.5 % median green (seed 1)")),
-])
-def test_full_frame_noise_chart_psf_map_is_within_6_5_percent_median(defocus):
-    # The goal is 5 %: in focus the median green error measured 5.7 % with this
-    # camera's noise (seed 5) and 4.6 % with seed 1 (bench_noise_chart.py), so the goal is
-    # met only on some noise draws; the worst nodes are frame corners (15-16 %).
+@pytest.mark.parametrize("defocus, median_max", [(0, 0.065), (15, 0.11)])
+def test_full_frame_noise_chart_psf_map_median_error_per_channel(defocus, median_max):
+    # The goal is 5 % per channel. Measured with this camera's noise (seed 5,
+    # distortion off) R/G/B 3.4/5.1/4.9 % in focus and 7.0/6.4/9.6 % defocused +15 (rms
+    # 1.1 px); bench_noise_chart.py (seed 1, distortion on) 3.0/4.6/4.7 and 7.4/6.5/8.9 %.
+    # So the goal is met in focus on some noise draws and not yet defocused; the worst
+    # nodes are frame corners (G 12-16 %, B up to 23 %).
     cam = _camera("small", distortion=False)
     img, layout, _shot, fp, dist = _shoot(cam, defocus)
     res = calib.analyze_images([img], layout, grid=(6, 9))
     err = _errors(cam, res, fp, dist, (6, 9))
-    assert np.median(err[1]) < 0.065 and err[1].max() < 0.2
+    assert (np.median(err, axis=(1, 2)) < median_max).all() and err[1].max() < 0.2
