@@ -234,10 +234,10 @@ NOISE_REG_SENSOR_GRID = 0.003
 #: Penalty weight at sub-pixel sampling for a sharp PSF (rms width NOISE_REG_SHARP_PX, the
 #: sensor-grid system PSF's), growing as the width to NOISE_REG_POWER up to
 #: NOISE_REG_MAX_RATIO times that width. Measured on the 1200x800 simulator
-#: (bench_noise_chart.py; weight used -> median R/G/B error): in focus (rms 0.6 px) 0.0001
-#: -> 3.1/4.8/4.8 %, 0.0004 -> 5.9/3.7/6.7 %; defocused +15 (rms 1.1 px) 0 -> 16/17/25 %,
-#: 0.0003 -> 7.4/6.4/9.0 %, 0.0009 -> 7.7/7.9/8.3 %, 0.003 -> 9.9/11.8/10.2 %. Per-channel
-#: weights from each channel's width measured no better.
+#: (bench_noise_chart.py, 2 px core; weight used -> median R/G/B error): in focus (rms
+#: 0.6 px) 0.0001 -> 3.1/4.8/4.8 %, 0.0004 -> 5.9/3.7/6.7 %; defocused +15 (rms 1.1 px)
+#: 0 -> 16/17/25 %, 0.0003 -> 7.4/6.4/9.0 %, 0.0009 -> 7.7/7.9/8.3 %, 0.003 ->
+#: 9.9/11.8/10.2 %. Per-channel weights from each channel's width measured no better.
 NOISE_REG_SHARP = 0.0001
 NOISE_REG_SHARP_PX = 0.55
 NOISE_REG_MAX_RATIO = 4.0
@@ -253,7 +253,8 @@ def _noise_reg(s: int, sigma_px: float) -> float:
     fine samples, so each is less determined and needs more smoothing."""
     if s == 1:
         return NOISE_REG_SENSOR_GRID
-    return NOISE_REG_SHARP * float(np.clip(sigma_px / NOISE_REG_SHARP_PX, 1.0, NOISE_REG_MAX_RATIO)) ** NOISE_REG_POWER
+    ratio = float(np.clip(sigma_px / NOISE_REG_SHARP_PX, 1.0, NOISE_REG_MAX_RATIO))
+    return NOISE_REG_SHARP * ratio**NOISE_REG_POWER
 
 
 def _chart_to_pattern(patch, reg: Registration, box: tuple[float, float, float, float]):
@@ -332,7 +333,8 @@ def estimate_node(data: np.ndarray, bad: np.ndarray, layout, reg: Registration, 
     Solved with ``margin_px`` more support each side than ``size``, then cropped; solved
     twice: the second time the pattern is rendered moved by the first solve's green
     centroid, so green's centroid falls on the centre sample and the sensor-grid PSFs
-    are every ``s``-th fine sample, with no interpolation of a sharp PSF.
+    are every ``s``-th fine sample, with no interpolation of a sharp PSF. ``penalty``: the
+    gradient-penalty weight of the solve (:func:`_noise_reg`).
 
     Returns
     -------
@@ -434,8 +436,10 @@ CLIPPED_FRACTION = 0.0
 MIN_SNR = 50.0
 #: Side (pixels) of the square crop each node's PSF is solved on.
 CROP_PX = 160
-#: Sensor-grid half-width of the fine core (pixels) when solving at 3 samples per pixel.
-CORE_PX = 2.0
+#: Sensor-grid half-width of the fine core (pixels) when solving at 3 samples per pixel
+#: (1200x800 median R/G/B: 2 px -> 3.0/4.6/4.7 % in focus, 7.4/6.5/8.9 % defocused +15,
+#: 73 + 119 CPU-s; 3 px -> 3.3/3.8/5.2 % and 6.8/5.7/5.7 %, 101 + 204 CPU-s).
+CORE_PX = 3.0
 
 
 def _width_and_extent(psf: np.ndarray) -> tuple[float, float]:

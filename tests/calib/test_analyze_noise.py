@@ -8,7 +8,7 @@ a noise chart, its cells image to 2.3 pixels (a non-integer size, so cell edges 
 every sub-pixel phase), and the lens's distortion is switched off where PSFs are compared
 (the registration test keeps it). On the 480x320 sensor every node is an edge or corner
 node, read off a crop that cannot be centred on it; the full-frame bench
-(bench/bench_noise_chart.py, distortion on) reads 3.0/4.6/4.7 % median R/G/B in focus.
+(bench/bench_noise_chart.py, distortion on) reads 3.3/3.8/5.2 % median R/G/B in focus.
 """
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def test_noise_chart_analysis_measures_every_node(small_in_focus):
 
 def test_noise_chart_green_psf_is_within_15_percent_of_the_truth_at_the_frame_edges(small_in_focus):
     # A 2x3 grid on 480x320 has only edge and corner nodes, read off crops centred up to
-    # 80 px inside the frame (measured 13.0 % median, 14.7 % worst; 8.4 % median without
+    # 80 px inside the frame (measured 12.0 % median, 14.2 % worst; 8.4 % median without
     # the sub-pixel solve's gradient penalty, which costs the sharp green core here but
     # halves the defocused error on the full frame); the full frame's figure is the slow test's.
     err = small_in_focus[2][1]
@@ -105,7 +105,7 @@ def test_noise_chart_green_psf_is_within_15_percent_of_the_truth_at_the_frame_ed
 
 def test_noise_chart_red_and_blue_psfs_keep_their_offset_from_green(small_in_focus):
     # Red and blue are compared with the truth at their lateral-colour offset from green;
-    # blue changes fastest across an edge crop (measured R 2.7 %, B 28.4 % median).
+    # blue changes fastest across an edge crop (measured R 2.9 %, B 27.6 % median).
     err = small_in_focus[2]
     assert np.median(err[0]) < 0.08 and np.median(err[2]) < 0.35
 
@@ -147,13 +147,13 @@ def test_pattern_refines_the_marker_registration_to_a_tenth_of_a_pixel():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("defocus, median_max", [(0, 0.065), (15, 0.11)])
+@pytest.mark.parametrize("defocus, median_max", [(0, 0.065), (15, 0.08)])
 def test_full_frame_noise_chart_psf_map_median_error_per_channel(defocus, median_max):
     # The issue's goal is 5 % per channel. Measured with this camera's noise (seed 5,
-    # distortion off) R/G/B 3.4/5.1/4.9 % in focus and 7.0/6.4/9.6 % defocused +15 (rms
-    # 1.1 px); bench_noise_chart.py (seed 1, distortion on) 3.0/4.6/4.7 and 7.4/6.5/8.9 %.
-    # So the goal is met in focus on some noise draws and not yet defocused; the worst
-    # nodes are frame corners (G 12-16 %, B up to 23 %).
+    # distortion off) R/G/B 3.6/4.5/5.4 % in focus and 6.4/5.3/6.2 % defocused +15 (rms
+    # 1.1 px); bench_noise_chart.py (seed 1, distortion on) 3.3/3.8/5.2 and 6.8/5.7/5.7 %.
+    # So the goal is nearly met in focus and not yet defocused; the worst nodes are frame
+    # corners (G 11-13 %, B up to 22 %).
     cam = _camera("small", distortion=False)
     img, layout, _shot, fp, dist = _shoot(cam, defocus)
     res = calib.analyze_images([img], layout, grid=(6, 9))
