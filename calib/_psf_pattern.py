@@ -240,6 +240,7 @@ def estimate_psf_pattern_channels(
     core_px: float | None = None,
     shading: bool = False,
     field_xy: tuple[float, float] | None = None,
+    field_reg: float = 10.0,
     smooth_core: bool = False,
 ) -> list[PatternPSF]:
     """:func:`estimate_psf_pattern` for several channels (C, h, w) of one crop.
@@ -249,6 +250,9 @@ def estimate_psf_pattern_channels(
     ``field_xy`` (crop pixel coordinates): let the fine (core) part of the PSF vary
     linearly across the crop and return it at this point, for a field node at or near
     the crop's edge (frame edges and corners, where the crop cannot be centred on it).
+    ``field_reg``: gradient penalty on the two slope kernels, relative to the kernel's
+    own penalty at equal data weight; without it the slopes fit noise, which the
+    extrapolation to a crop corner amplifies.
     ``smooth_core``: with ``core_px``, apply the gradient penalty to the fine core too
     (by default only the tails are smoothed).
     """
@@ -335,6 +339,15 @@ def estimate_psf_pattern_channels(
         grad = tail_weights(kf, s, core_px) @ grad
     db = grad @ basis.synth
     hmat[:n_k, :n_k] += reg * scale * (db.T @ db).toarray()
+    if n_x:
+        # Each slope kernel gets the kernel's penalty times field_reg, scaled by its share
+        # of the data energy (its columns are the kernel's times the field coordinate).
+        nf = n_x // 2
+        dbf = (db[:, :nf].T @ db[:, :nf]).toarray()
+        per_sample = float(np.trace(hmat[:nf, :nf]))
+        for a in (n_k, n_k + nf):
+            share = float(np.trace(hmat[a:a + nf, a:a + nf])) / per_sample
+            hmat[a:a + nf, a:a + nf] += field_reg * share * reg * scale * dbf
 
     quad_form = _Quadratic(hmat, n_k)
 
