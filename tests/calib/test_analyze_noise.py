@@ -147,15 +147,15 @@ def test_pattern_refines_the_marker_registration_to_a_tenth_of_a_pixel():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("defocus, median_max", [(0, 0.065), (15, 0.08)])
+@pytest.mark.parametrize("defocus, median_max", [(0, 0.05), (15, 0.065)])
 def test_full_frame_noise_chart_psf_map_median_error_per_channel(defocus, median_max):
     # The goal is 5 % per channel. Measured with this camera's noise (seed 5,
-    # distortion off) R/G/B 3.6/4.5/5.4 % in focus and 6.4/5.3/6.2 % defocused +15 (rms
-    # 1.1 px); bench_noise_chart.py (seed 1, distortion on) 3.3/3.8/5.2 and 6.8/5.7/5.7 %.
-    # So the goal is nearly met in focus and not yet defocused; the worst nodes are frame
-    # corners (G 11-13 %, B up to 22 %).
+    # distortion off) R/G/B 3.7/3.5/3.5 % in focus (worst node 6.3/6.1/7.1 %) and
+    # 5.8/4.6/5.2 % defocused +15 (rms 1.1 px; worst 8.8/5.9/9.2 %); bench_noise_chart.py
+    # (seed 1, distortion on) 3.8/3.2/3.5 and 5.8/4.7/4.9 %. So the goal is met in focus
+    # and not yet for red defocused.
     cam = _camera("small", distortion=False)
     img, layout, _shot, fp, dist = _shoot(cam, defocus)
     res = calib.analyze_images([img], layout, grid=(6, 9))
     err = _errors(cam, res, fp, dist, (6, 9))
-    assert (np.median(err, axis=(1, 2)) < median_max).all() and err[1].max() < 0.2
+    assert (np.median(err, axis=(1, 2)) < median_max).all() and err[1].max() < 0.1
