@@ -191,7 +191,6 @@ def test_noise_model_without_a_bright_level_is_incomplete(rng):
     assert not calib.noise_model_complete(est)
 
 
-
 def test_measured_psf_map_mtf_agrees_with_an_edges_chart_within_003_at_each_node(defocused):
     # Issue 5's cross-check with a measured map: an edges chart shot at the same focus and
     # distance, registered from its own markers, against the MTF of the PSFs of a 4x6 dots
