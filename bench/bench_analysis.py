@@ -19,6 +19,7 @@ import numpy as np
 
 import calib
 import targets
+from restore._demo import _dots_overfill
 
 
 def _centroids(p: np.ndarray) -> np.ndarray:
@@ -26,18 +27,10 @@ def _centroids(p: np.ndarray) -> np.ndarray:
     return np.stack([(p.sum(-2) * ax).sum(-1), (p.sum(-1) * ax).sum(-1)], -1)
 
 
-def _field_fill(cam: calib.SimulatedCamera, layout: targets.Layout) -> float:
-    """The simulator's page ``fill`` at which the dots field (not the page: it has margins
-    and marker rows) overfills the frame by FIELD_OVERFILL."""
-    mm = np.array([(d.x_mm, d.y_mm) for d in layout.dots])
-    (w, h), (pw, ph) = cam.image_size, layout.page_mm
-    return FIELD_OVERFILL * max(w / np.ptp(mm[:, 0]), h / np.ptp(mm[:, 1])) / min(w / pw, h / ph)
-
-
 def main() -> None:
     cam = calib.SimulatedCamera(LENS, "small", seed=1, render_oversample=3)  # ~1 px dots need a fine scene
     probe = targets.make_layout("dots", paper="300x200mm")  # the sensor's 3:2 aspect
-    fill = _field_fill(cam, probe)
+    fill = _dots_overfill(cam, probe)  # the dots field 6 % beyond the frame, as the demo frames it
     hom = cam.chart_homography(probe, fill=fill)
     px_per_mm = float(np.hypot(hom[0, 0], hom[1, 0]))
     dist = cam.focal_length_mm * 1000 / cam.sensor.pixel_pitch_um / px_per_mm / 1000 + cam.focal_length_mm / 1000
@@ -146,7 +139,6 @@ def time_24mp() -> None:
 
 
 FILL = 1.3  # the 24 MP timing render's page fill
-FIELD_OVERFILL = 1.06
 WORKERS = int(sys.argv[sys.argv.index("--workers") + 1]) if "--workers" in sys.argv else None
 DEFOCUS = int(sys.argv[sys.argv.index("--defocus") + 1]) if "--defocus" in sys.argv else 0
 LENS = sys.argv[sys.argv.index("--lens") + 1] if "--lens" in sys.argv else "sharp-prime"
