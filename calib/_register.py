@@ -126,6 +126,11 @@ def _centroids_batch(image, guesses, half_px, saturation_level):
     edge = (np.maximum(np.abs(xx), np.abs(yy)) == half_px).ravel()
     offs_x, offs_y = xx.ravel(), yy.ravel()
     moments = np.stack([np.ones(offs_x.size), offs_x, offs_y], axis=1).astype(np.float32)
+    # The background under a dot is a plane fitted to the window's border: a constant
+    # would leave the tail of a nearby bright area (a marker's quiet zone) as a
+    # one-sided slope that drags the centroid towards it.
+    ring_design = moments[edge].astype(np.float64)
+    ring_fit = (moments.astype(np.float64) @ np.linalg.pinv(ring_design)).astype(np.float32)
     cen = guesses.copy()
     good = np.zeros(n, bool)
     live = np.ones(n, bool)  # still being recentred (a failed check ends a dot)
@@ -150,7 +155,7 @@ def _centroids_batch(image, guesses, half_px, saturation_level):
         fail = (hi >= saturation_level) | (np.maximum(hi - bg, bg - lo) < 8 * noise)
         # Dark dots on a bright ground are flipped to bright ones.
         sign = np.where(win.sum(axis=1, dtype=np.float64) < win.shape[1] * bg.astype(np.float64), -1.0, 1.0)
-        sig = (win - bg[:, None]) * sign[:, None].astype(np.float32)
+        sig = (win - ring @ ring_fit.T) * sign[:, None].astype(np.float32)
         peak = np.where(sign > 0, hi - bg, bg - lo)
         fail |= sig[:, edge].max(axis=1) > 0.2 * peak  # another element (paper, marker) in the window
         # keep the noise floor out of the moments
@@ -253,6 +258,13 @@ def register_chart(
     pitch_mm = float(layout.params.get("dot_pitch_mm", 0.0)) or _nearest_spacing(dots_mm)
     px_per_mm = float(np.sqrt(abs(np.linalg.det(base.jacobian(dots_mm[:1])[0]))))
     half = int(max(3, min(0.4 * pitch_mm * px_per_mm, 12)))
+    # Large white areas (a marker's quiet zone, the paper around the dots' field) spread
+    # a faint halo (flare, the PSF's wings) over the first dots around them, which
+    # shifts their centroids by tenths of a pixel even with the sloped background
+    # removed: those dots do not take part.
+    clear = _clearance_mm(dots_mm, layout) * px_per_mm >= 2 * half
+    if clear.sum() >= 12:
+        dots_mm = dots_mm[clear]
     reg = base
     for _ in range(2):
         guess = reg.chart_to_image(dots_mm)
@@ -294,6 +306,25 @@ def register_chart(
         reg.homography, centre, norm, reg.k1, reg.k2,
         float(np.sqrt(np.mean(res**2))), float(res.max()), int(ok.sum()), match.n_found,
     )
+
+
+def _clearance_mm(pts_mm: np.ndarray, layout: targets.Layout) -> np.ndarray:
+    """Distance (mm) from each chart point to the nearest bright area that is not a dot:
+    a marker's quiet zone or the paper beyond the dots' dark field (0 inside one)."""
+    ms = layout.markers
+    quiet = ms.size_mm / max(ms.modules, 1) * ms.quiet_modules
+    out = np.full(len(pts_mm), np.inf)
+    x, y = pts_mm[:, 0], pts_mm[:, 1]
+    for m in ms.items:
+        (x0, y0), (x1, y1) = np.min(m.corners_mm, axis=0), np.max(m.corners_mm, axis=0)
+        dx = np.maximum(0.0, np.maximum(x0 - quiet - x, x - x1 - quiet))
+        dy = np.maximum(0.0, np.maximum(y0 - quiet - y, y - y1 - quiet))
+        out = np.minimum(out, np.hypot(dx, dy))
+    for r in layout.regions:
+        if r.role == "dots_background":
+            inside = np.minimum.reduce([x - r.x0_mm, r.x1_mm - x, y - r.y0_mm, r.y1_mm - y])
+            out = np.minimum(out, np.maximum(inside, 0.0))
+    return out
 
 
 def _nearest_spacing(pts: np.ndarray) -> float:

@@ -48,3 +48,18 @@ def test_dot_centroids_find_known_centres_and_reject_windows_leaving_the_frame(r
     assert ok[:-1].all() and not ok[-1]
     # (a thresholded moment of a point-sampled 0.9 px blob is biased by up to ~0.03 px)
     assert np.abs(found[:-1] - centres).max() < 0.05
+
+
+def test_halo_of_the_markers_quiet_zones_does_not_bend_the_fit(dots_chart):
+    # A lens with a faint wide halo spreads the white quiet zones (and the paper around
+    # the field) over their nearest dots; those once pulled centroids by up to 3 px and
+    # the fit by 0.22 px here (measured now: 0.035 px, residual 0.06 px rms).
+    from scipy.ndimage import gaussian_filter  # noqa: PLC0415
+
+    layout, hom, image = dots_chart
+    halo = 0.97 * gaussian_filter(image, 0.7) + 0.03 * gaussian_filter(image, 6.0)
+    reg = register_chart(halo.astype(np.float32), layout)
+    mm = np.array([(d.x_mm, d.y_mm) for d in layout.dots])
+    v = np.c_[mm, np.ones(len(mm))] @ hom.T
+    err = np.hypot(*(reg.chart_to_image(mm) - v[:, :2] / v[:, 2:]).T)
+    assert err.max() < 0.05 and reg.residual_rms_px < 0.08
