@@ -544,18 +544,18 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
     penalty = DOTS_REG_SENSOR_GRID if s == 1 else _dots_reg(sigma_px)
     _progress(f"analyze: PSF {psf_size} px, rms width {sigma_px:.2f} px, oversample {s}", progress)
     reach = psf_size // 2 + int(np.ceil(dot_r_px)) + 2
-    # Markers inside the dots field: a dot whose cut-out reaches one would see its
-    # black and white squares as PSF light, so such dots are left out.
-    marker_mask = _marker_mask(layout, reg, (h, w), grow_px=2)
-    if marker_mask.any():
+    # Markers inside the dots field and the paper around it: a dot whose cut-out reaches
+    # one would see its black and white areas as PSF light, so such dots are left out.
+    not_dots = _not_dots_mask(layout, reg, (h, w), grow_px=2)
+    if not_dots.any():
         import cv2  # noqa: PLC0415
 
-        dist = cv2.distanceTransform((~marker_mask).astype(np.uint8), cv2.DIST_L2, 5)
+        dist = cv2.distanceTransform((~not_dots).astype(np.uint8), cv2.DIST_L2, 5)
         ixc = np.clip(np.rint(pos[:, 0]).astype(int), 0, w - 1)
         iyc = np.clip(np.rint(pos[:, 1]).astype(int), 0, h - 1)
         clear = dist[iyc, ixc] > reach * np.sqrt(2)
         pos, dots_mm, jac = pos[clear], dots_mm[clear], jac[clear]
-    bad = (sat if sat.ndim == 3 else sat[..., None]) | marker_mask[..., None]
+    bad = (sat if sat.ndim == 3 else sat[..., None]) | not_dots[..., None]
     # Each channel's dot centroids, measured directly: their offsets from the registered
     # dot centres give green's centring and the lateral colour at sub-pixel precision,
     # even where the PSF is narrower than a pixel.
@@ -665,24 +665,38 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
     return PSFMap(psf, nodes, tuple(channels), (w, h), s, flags), notes, lateral
 
 
-def _marker_mask(layout: targets.Layout, reg: Registration, shape: tuple[int, int], *, grow_px: int) -> np.ndarray:
-    """Pixels covered by the chart's markers and their white quiet zones (grown by ``grow_px``)."""
+def _not_dots_mask(layout: targets.Layout, reg: Registration, shape: tuple[int, int], *, grow_px: int) -> np.ndarray:
+    """Pixels of the photo that are not the dots' dark field: the chart's markers with
+    their white quiet zones and the paper beyond the field (grown by ``grow_px``)."""
     import cv2  # noqa: PLC0415
 
     h, w = shape
+
+    def outline(corners_mm) -> np.ndarray:
+        # chart -> photo along the sides too: distortion bends them
+        sq = np.asarray(corners_mm, float)
+        t = np.linspace(0.0, 1.0, 16, endpoint=False)[:, None]
+        ring = np.vstack([a + t * (b - a) for a, b in zip(sq, np.roll(sq, -1, axis=0))])
+        return np.rint(reg.chart_to_image(ring)).astype(np.int32)
+
     out = np.zeros((h, w), np.uint8)
+    fields = [r for r in layout.regions if r.role == "dots_background"]
+    if fields:
+        out[:] = 1
+        for r in fields:
+            poly = outline([(r.x0_mm, r.y0_mm), (r.x1_mm, r.y0_mm), (r.x1_mm, r.y1_mm), (r.x0_mm, r.y1_mm)])
+            cv2.fillPoly(out, [poly], 0)
     ms = layout.markers
     quiet_mm = ms.size_mm / max(ms.modules, 1) * ms.quiet_modules
     for m in ms.items:
         sq = np.asarray(m.corners_mm, float)
         mid = sq.mean(axis=0)
         half = 0.5 * ms.size_mm
-        sq = mid + (sq - mid) * ((half + quiet_mm) / half)
-        corners = reg.chart_to_image(sq)
+        corners = outline(mid + (sq - mid) * ((half + quiet_mm) / half))
         if (corners[:, 0].max() < -grow_px or corners[:, 1].max() < -grow_px
                 or corners[:, 0].min() > w + grow_px or corners[:, 1].min() > h + grow_px):
             continue
-        cv2.fillConvexPoly(out, np.rint(corners).astype(np.int32), 1)
+        cv2.fillPoly(out, [corners], 1)
     if grow_px > 0 and out.any():
         out = cv2.dilate(out, np.ones((2 * grow_px + 1, 2 * grow_px + 1), np.uint8))
     return out.astype(bool)

@@ -208,3 +208,24 @@ def test_measured_psf_map_mtf_agrees_with_an_edges_chart_within_003_at_each_node
     agreement = calib.psf_edge_agreement(psf_map, mtf.records)
     assert len({a.node for a in agreement}) >= 8  # the inner nodes: the chart stops short of the frame
     assert max(a.max_abs_diff for a in agreement) < 0.03
+
+
+def test_dots_beside_the_paper_and_the_markers_are_masked_out_of_the_psf_cutouts():
+    # A chart framed whole: the paper around the dark field and the markers' quiet zones
+    # are not dots, and the first dots' cut-outs would see them as PSF light.
+    from calib._analyze import _not_dots_mask  # noqa: PLC0415
+    from calib._register import Registration  # noqa: PLC0415
+
+    layout = targets.make_layout("dots", paper="A4", landscape=True, pixel_pitch_um=5.0, focal_mm=50.0,
+                                 distance_m=3.14)
+    hom = np.array([[3.2, 0.0, 110.0], [0.0, 3.2, 55.0], [0.0, 0.0, 1.0]])
+    reg = Registration(hom, (599.5, 399.5), 721.1, 0.0, 0.0, 0.0, 0.0, 0, 0)
+    mask = _not_dots_mask(layout, reg, (800, 1200), grow_px=0)
+    dots = np.rint(reg.chart_to_image([(d.x_mm, d.y_mm) for d in layout.dots])).astype(int)
+    field = layout.regions[0]
+    x0, y0 = np.rint(reg.chart_to_image([(field.x0_mm, field.y0_mm)])[0]).astype(int)
+    m = layout.markers.items[-1]  # an inner marker
+    mx, my = np.rint(reg.chart_to_image([np.mean(m.corners_mm, axis=0)])[0]).astype(int)
+    assert not mask[dots[:, 1], dots[:, 0]].any()
+    assert mask[y0 - 3, x0 - 3] and mask[10, 10] and mask[my, mx]
+    assert not mask[y0 + 3, x0 + 3]
