@@ -328,7 +328,12 @@ def _dots_reg(sigma_px: float) -> float:
     """Gradient-penalty weight of the dots solve (3 samples/px) for a PSF of rms width
     ``sigma_px``: a wider PSF spreads each dot's light over more samples, so each fine
     sample is noisier and needs more smoothing. Measured on the simulator (1200x800,
-    sharp-prime): 0.01 best in focus (0.55 px), 0.1 at +15 steps (1.15 px)."""
+    sharp-prime): 0.01 best in focus (0.55 px), 0.1 at +15 steps (1.15 px).
+
+    One weight for the whole chart (its median dot width). Each node's own dots' width
+    instead (tried on 1200x800, in focus): soft-zoom median R/G/B 14.4/14.7/15.1 ->
+    11.4/13.8/14.9 %, worst 49-58 -> 39-52 %, but vintage R worst 17.7 -> 26.1 % and
+    sharp-prime unchanged: 40 dots give too noisy a width; a field-smoothed width may do."""
     return DOTS_REG_SHARP * float(np.clip(sigma_px / 0.55, 1.0, DOTS_REG_MAX_RATIO)) ** 3
 
 
