@@ -692,7 +692,7 @@ def _not_dots_mask(layout: targets.Layout, reg: Registration, shape: tuple[int, 
             poly = outline([(r.x0_mm, r.y0_mm), (r.x1_mm, r.y0_mm), (r.x1_mm, r.y1_mm), (r.x0_mm, r.y1_mm)])
             cv2.fillPoly(out, [poly], 0)
     ms = layout.markers
-    quiet_mm = ms.size_mm / max(ms.modules, 1) * ms.quiet_modules
+    quiet_mm = ms.quiet_zone_mm
     for m in ms.items:
         sq = np.asarray(m.corners_mm, float)
         mid = sq.mean(axis=0)

@@ -303,7 +303,7 @@ def _usable(layout, reg: Registration, patch, x0: int, y0: int, side: int, reach
     ok = ((mm[:, 0] > patch.x0_mm + reach_mm) & (mm[:, 0] < patch.x1_mm - reach_mm)
           & (mm[:, 1] > patch.y0_mm + reach_mm) & (mm[:, 1] < patch.y1_mm - reach_mm))
     ms = layout.markers
-    quiet = ms.size_mm / max(ms.modules, 1) * ms.quiet_modules + reach_mm
+    quiet = ms.quiet_zone_mm + reach_mm
     for m in ms.items:
         c = np.asarray(m.corners_mm, float)
         lo, hi = c.min(axis=0) - quiet, c.max(axis=0) + quiet

@@ -312,7 +312,7 @@ def _clearance_mm(pts_mm: np.ndarray, layout: targets.Layout) -> np.ndarray:
     """Distance (mm) from each chart point to the nearest bright area that is not a dot:
     a marker's quiet zone or the paper beyond the dots' dark field (0 inside one)."""
     ms = layout.markers
-    quiet = ms.size_mm / max(ms.modules, 1) * ms.quiet_modules
+    quiet = ms.quiet_zone_mm
     out = np.full(len(pts_mm), np.inf)
     x, y = pts_mm[:, 0], pts_mm[:, 1]
     for m in ms.items:

@@ -155,6 +155,11 @@ class MarkerSet:
     def ids(self) -> tuple[int, ...]:
         return tuple(m.id for m in self.items)
 
+    @property
+    def quiet_zone_mm(self) -> float:
+        """Width of the white quiet zone around every marker, mm."""
+        return self.size_mm / max(self.modules, 1) * self.quiet_modules
+
 
 @dataclass(frozen=True)
 class TextLine:
