@@ -324,17 +324,57 @@ def _psf_extent_from_dots(green: np.ndarray, centres: np.ndarray, half: int, dot
     return int(max(9, 2 * int(np.ceil(radius)) + 3)), sigma
 
 
+def _width_field(data: np.ndarray, pos: np.ndarray, xs: np.ndarray, ys: np.ndarray, *, half: int,
+                 dot_r_px: float) -> np.ndarray:
+    """Each channel's PSF rms width (px) at the field nodes (ny, nx, C): measured on the
+    dots nearest each node and smoothed across the field by a quadratic surface.
+
+    A lens's channels differ in sharpness and each changes across the field (a sharp red
+    beside a wide blue; a soft corner), and the dots solve needs smoothing to match.
+    A node's own few dozen dots give too noisy a width; the surface keeps its trend.
+    """
+    nodes = np.stack(np.meshgrid(xs, ys, indexing="xy"), axis=-1).reshape(-1, 2)
+    n_near = int(min(len(pos), WIDTH_DOTS))
+    near = [np.argsort(np.hypot(*(pos - p).T))[:n_near] for p in nodes]
+    nc = data.shape[2]
+    raw = np.array([[_psf_extent_from_dots(data[..., c], pos[idx], half, dot_r_px)[1] for c in range(nc)]
+                    for idx in near])
+    scale = np.array([max(xs[-1] - xs[0], 1.0), max(ys[-1] - ys[0], 1.0)])
+    u = (nodes - [xs[0], ys[0]]) / scale * 2 - 1
+    design = np.c_[np.ones(len(u)), u, u**2, u[:, :1] * u[:, 1:]]
+    if len(u) < 2 * design.shape[1]:
+        design = design[:, :1]
+    out = np.empty_like(raw)
+    for c in range(nc):
+        keep = np.ones(len(u), bool)
+        # Twice: a node whose dots sit in a marker's shadow or a corner may be off the trend.
+        for _ in range(2):
+            coef, *_ = np.linalg.lstsq(design[keep], raw[keep, c], rcond=None)
+            resid = raw[:, c] - design @ coef
+            mad = 1.4826 * float(np.median(np.abs(resid[keep]))) + 1e-6
+            keep = np.abs(resid) <= 3 * mad
+        out[:, c] = np.clip(design @ coef, raw[:, c].min(), raw[:, c].max())
+    return out.reshape(len(ys), len(xs), nc)
+
+
+#: Dots per node behind its width (the width field, not the PSF solve).
+WIDTH_DOTS = 120
+
+
 def _dots_reg(sigma_px: float) -> float:
     """Gradient-penalty weight of the dots solve (3 samples/px) for a PSF of rms width
     ``sigma_px``: a wider PSF spreads each dot's light over more samples, so each fine
-    sample is noisier and needs more smoothing. Measured on the simulator (1200x800,
-    sharp-prime): 0.01 best in focus (0.55 px), 0.1 at +15 steps (1.15 px).
+    sample is noisier and needs more smoothing, while a sharp one loses its core to it.
 
-    One weight for the whole chart (its median dot width). Each node's own dots' width
-    instead (tried on 1200x800, in focus): soft-zoom median R/G/B 14.4/14.7/15.1 ->
-    11.4/13.8/14.9 %, worst 49-58 -> 39-52 %, but vintage R worst 17.7 -> 26.1 % and
-    sharp-prime unchanged: 40 dots give too noisy a width; a field-smoothed width may do."""
-    return DOTS_REG_SHARP * float(np.clip(sigma_px / 0.55, 1.0, DOTS_REG_MAX_RATIO)) ** 3
+    Applied per node and channel with the width field of :func:`_width_field`. Measured
+    on the simulator (1200x800, rel L2 median/worst, R G B), against one weight for the
+    whole chart from its median green width: vintage in focus R 6.1/17.1 -> 6.1/15.9,
+    B 7.7/14.6 -> 5.1/9.3 %; sharp-prime R worst 9.6 -> 8.9 %, G and B within 0.5 %;
+    soft-zoom medians 14.4/14.7/15.1 -> 11.7/13.8/14.0 %. The curve (reference 0.7 px,
+    fourth power) was picked over (0.55 px, cube) and (0.8 px, fourth power) on vintage
+    and sharp-prime at 0 and +15 steps.
+    """
+    return DOTS_REG_SHARP * float(np.clip(sigma_px / DOTS_REG_WIDTH, 1.0, DOTS_REG_MAX_RATIO)) ** DOTS_REG_POWER
 
 
 #: Samples per pixel of the dots solve. Sensor-grid samples (1) cannot describe a sharp
@@ -345,7 +385,9 @@ DOTS_OVERSAMPLE = 3
 #: 46 -> 18 CPU-s and B 7.6/15.2 -> 4.9/14.9 %).
 DOTS_CORE_PX = 2.0
 DOTS_REG_SHARP = 0.01
-DOTS_REG_MAX_RATIO = 4.0
+DOTS_REG_MAX_RATIO = 2.83
+DOTS_REG_WIDTH = 0.7
+DOTS_REG_POWER = 4.0
 #: Penalty weight at one sample per pixel (``oversample=1``).
 DOTS_REG_SENSOR_GRID = 0.003
 # Dots gathered per field node, and the Gaussian weight's width (fraction of the node
@@ -546,7 +588,6 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
         psf_size = auto_size
     s = int(oversample) if oversample is not None else DOTS_OVERSAMPLE
     core_px = None if s == 1 else DOTS_CORE_PX
-    penalty = DOTS_REG_SENSOR_GRID if s == 1 else _dots_reg(sigma_px)
     _progress(f"analyze: PSF {psf_size} px, rms width {sigma_px:.2f} px, oversample {s}", progress)
     reach = psf_size // 2 + int(np.ceil(dot_r_px)) + 2
     # Markers inside the dots field and the paper around it: a dot whose cut-out reaches
@@ -573,6 +614,13 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
     xs, ys = _grid_nodes(w, h, grid)
     ny, nx = len(ys), len(xs)
     nc = len(channels)
+    if s == 1:
+        node_reg = np.full((ny, nx, nc), DOTS_REG_SENSOR_GRID)
+    else:
+        widths = _width_field(data, pos, xs, ys, half=int(max(4, min(pitch_px / 2 - 1, 20))), dot_r_px=dot_r_px)
+        node_reg = np.vectorize(_dots_reg)(widths)
+        _progress("analyze: PSF rms width per channel " + ", ".join(
+            f"{ch} {widths[..., c].min():.2f}-{widths[..., c].max():.2f} px" for c, ch in enumerate(channels)), progress)
     # The map keeps the estimation's sampling: a sharp PSF decimated to the sensor grid
     # aliases (its MTF and centroid depend on the sampling phase); restore and the
     # sensor-grid comparisons decimate it themselves (``PSFMap.on_sensor_grid``).
@@ -623,7 +671,7 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
             # of a sharp PSF) and red and blue keep their offsets.
             kwargs = dict(
                 dot_ellipse=e, size=psf_size, oversample=s, mask=bad[y0:y1, x0:x1], weights=wts,
-                reg=penalty, iterations=100, core_px=core_px, min_snr=DOTS_MIN_SNR, slope_radius=SLOPE_RADIUS,
+                reg=node_reg[i, j], iterations=100, core_px=core_px, min_snr=DOTS_MIN_SNR, slope_radius=SLOPE_RADIUS,
                 node_xy=(x - x0 + shift[0], y - y0 + shift[1]) if lopsided else None,
             )
             jobs.append((i, j, x, y, float(dn[0]), data[y0:y1, x0:x1], cen - [x0, y0] + shift, kwargs))

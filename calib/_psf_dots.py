@@ -16,6 +16,7 @@ phases, so together they sample ``f`` densely (shift-and-add). We
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,7 +104,7 @@ def estimate_psf_dots(
     saturation_level: float | None = 0.98,
     mask: np.ndarray | None = None,
     min_snr: float = 10.0,
-    reg: float = 0.3,
+    reg: float | Sequence[float] = 0.3,
     iterations: int = 300,
     weights: np.ndarray | None = None,
     node_xy: tuple[float, float] | None = None,
@@ -135,8 +136,9 @@ def estimate_psf_dots(
     min_snr : float, keyword-only
         Dots whose summed signal is below ``min_snr`` times the noise of the pixels it is
         summed over are skipped.
-    reg : float, keyword-only
-        Weight of the gradient penalty on the fine PSF, relative to the data energy.
+    reg : float or sequence of float, keyword-only
+        Weight of the gradient penalty on the fine PSF, relative to the data energy;
+        one per channel to smooth a wide channel more than a sharp one.
     iterations : int, keyword-only
         Projected-gradient iterations enforcing a non-negative PSF.
     weights : ndarray (n,), optional, keyword-only
@@ -260,7 +262,6 @@ def estimate_psf_dots(
     synth = _synth(r, s, core_px)
     amat = (amat_fine @ synth).tocsr()
     ata = (amat.T @ amat).tocsr()
-    gtg = (synth.T @ _gtg(n) @ synth).tocsr()
     nn = synth.shape[1]
     if node_xy is not None and len(sigs) >= 6:
         # Linear field variation P0 + dx Px + dy Py, (dx, dy) each dot's offset from the
@@ -294,18 +295,27 @@ def estimate_psf_dots(
         # rms 1); a coarser slope grid has columns of another size: its own energy.
         slope_scale = scale if s1 == s else float(sts.diagonal().mean())
         pen1 = (SLOPE_REG * slope_scale) * (synth1.T @ (_gtg(n1) + sp.identity(n1 * n1)) @ synth1)
-        hmat = sp.bmat([[ata + (reg * scale) * gtg, cross],
-                        [cross.T, sts + sp.block_diag([pen1, pen1])]]).tocsr()
+        hmat = sp.bmat([[ata, cross], [cross.T, sts + sp.block_diag([pen1, pen1])]]).tocsr()
         amat = sp.hstack([amat, slopes]).tocsr()
     else:
-        hmat = (ata + (reg * scale) * gtg).tocsr()
+        hmat = ata
     hmat = (hmat + (1e-8 * scale) * sp.identity(hmat.shape[0])).tocsr()
     rhs = np.asarray(amat.T @ v)
     # Dense from here: a few hundred to a few thousand unknowns, and the projected
     # iterations' products are faster dense than through the filled-in sparse matrix.
     hdense = hmat.toarray()
-    x = cho_solve(cho_factor(hdense, check_finite=False), rhs, check_finite=False)
-    x = _nonneg_fista(hdense, rhs, x, iterations, n_constrained=nn)[:nn]
+    pen = (synth.T @ _gtg(n) @ synth).toarray() * scale
+    regs = np.broadcast_to(np.asarray(reg, dtype=np.float64), (nc,))
+    x = np.empty((hdense.shape[0], nc))
+    # One factorisation per distinct weight: channels of one lens differ in sharpness
+    # (a sharp red edge beside a wide blue one), and each needs its own smoothing.
+    for r_c in np.unique(regs):
+        cols = np.flatnonzero(regs == r_c)
+        hc = hdense.copy()
+        hc[:nn, :nn] += r_c * pen
+        xc = cho_solve(cho_factor(hc, check_finite=False), rhs[:, cols], check_finite=False)
+        x[:, cols] = _nonneg_fista(hc, rhs[:, cols], xc, iterations, n_constrained=nn)
+    x = x[:nn]
     coarse_all, fine_all = [], []
     for c in range(nc):
         p = (synth @ x[:, c]).reshape(n, n)

@@ -95,6 +95,22 @@ def test_psf_extent_of_faint_sharp_dots_is_not_inflated_by_noise(rng):
     assert size <= 17 and 0.6 < sigma < 1.2
 
 
+def test_width_field_tells_a_sharp_channel_from_one_that_widens_across_the_field(rng):
+    # Each channel's smoothing follows its own width: a flat 0.78 px channel (rms with the
+    # pixel box) beside one widening from 0.95 to 2.3 px left to right. The 120 dots per
+    # node span much of this small frame, so the trend is damped (1.44 -> 1.77 measured).
+    from _psf_synth import varying_dot_photo  # noqa: PLC0415
+
+    from calib._analyze import _width_field  # noqa: PLC0415
+
+    sharp, centres = varying_dot_photo(140, 240, np.random.default_rng(3), lambda x: (0.45, 0.45))
+    wide, _ = varying_dot_photo(140, 240, np.random.default_rng(3), lambda x: (0.5 + 0.006 * x,) * 2)
+    widths = _width_field(np.stack([sharp, wide], -1), centres, np.linspace(20, 220, 5), np.linspace(20, 120, 3),
+                          half=6, dot_r_px=0.5)
+    assert np.all(np.abs(widths[..., 0] - 0.78) < 0.1)
+    assert np.all(np.diff(widths[..., 1], axis=1) > 0) and np.all(widths[..., 1] > widths[..., 0] + 0.5)
+
+
 def test_fitted_distortion_predicts_the_dot_positions_within_a_tenth_of_a_pixel(defocused):
     # A dot is recorded where its green PSF's centroid lies (off axis not the chief ray);
     # measured 0.027 px max.

@@ -53,6 +53,15 @@ def test_all_saturated_dots_raise_with_the_count_and_a_shorter_exposure(dots_pho
         estimate_psf_dots(np.minimum(image * 50, 1.0), centres, dot_ellipse=1.0, size=9)
 
 
+def test_one_smoothing_weight_per_channel_equals_separate_solves(dots_photo):
+    image, centres, _ = dots_photo
+    both = estimate_psf_dots(np.stack([image, image], -1), centres, dot_ellipse=1.0, size=9, reg=[0.01, 0.1])
+    for c, reg in enumerate((0.01, 0.1)):
+        alone = estimate_psf_dots(image, centres, dot_ellipse=1.0, size=9, reg=reg)
+        np.testing.assert_allclose(both.psf[c], alone.psf, atol=1e-6)
+    assert np.abs(both.psf[0] - both.psf[1]).max() > 1e-3
+
+
 def test_dot_ellipse_scales_the_jacobian_by_the_radius():
     e = dot_ellipse_px(0.5, np.array([[4.0, 0.0], [0.0, 2.0]]))
     np.testing.assert_allclose(e, [[1.0, 0.0], [0.0, 0.5]])
