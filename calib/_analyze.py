@@ -324,14 +324,24 @@ def _psf_extent_from_dots(green: np.ndarray, centres: np.ndarray, half: int, dot
     return int(max(9, 2 * int(np.ceil(radius)) + 3)), sigma
 
 
+@dataclass(frozen=True)
+class _WidthField:
+    """Each channel's PSF rms width at the field nodes and how fast it changes."""
+
+    rms_px: np.ndarray  # (ny, nx, C) px
+    #: (ny, nx): the largest over channels of |grad log width|, per pixel of the frame
+    log_gradient_per_px: np.ndarray
+
+
 def _width_field(data: np.ndarray, pos: np.ndarray, xs: np.ndarray, ys: np.ndarray, *, half: int,
-                 dot_r_px: float) -> np.ndarray:
-    """Each channel's PSF rms width (px) at the field nodes (ny, nx, C): measured on the
-    dots nearest each node and smoothed across the field by a quadratic surface.
+                 dot_r_px: float) -> _WidthField:
+    """Each channel's PSF rms width (px) at the field nodes: measured on the dots nearest
+    each node and smoothed across the field by a quadratic surface.
 
     A lens's channels differ in sharpness and each changes across the field (a sharp red
     beside a wide blue; a soft corner), and the dots solve needs smoothing to match.
-    A node's own few dozen dots give too noisy a width; the surface keeps its trend.
+    A node's own few dozen dots give too noisy a width; the surface keeps its trend, and
+    its slope says how far a node may gather dots before the PSF changes under them.
     """
     nodes = np.stack(np.meshgrid(xs, ys, indexing="xy"), axis=-1).reshape(-1, 2)
     n_near = int(min(len(pos), WIDTH_DOTS))
@@ -342,9 +352,13 @@ def _width_field(data: np.ndarray, pos: np.ndarray, xs: np.ndarray, ys: np.ndarr
     scale = np.array([max(xs[-1] - xs[0], 1.0), max(ys[-1] - ys[0], 1.0)])
     u = (nodes - [xs[0], ys[0]]) / scale * 2 - 1
     design = np.c_[np.ones(len(u)), u, u**2, u[:, :1] * u[:, 1:]]
+    # d(design)/du and d(design)/dv, for the surface's slope at the nodes
+    d_u = np.c_[np.zeros(len(u)), np.ones(len(u)), np.zeros(len(u)), 2 * u[:, :1], np.zeros(len(u)), u[:, 1:]]
+    d_v = np.c_[np.zeros(len(u)), np.zeros(len(u)), np.ones(len(u)), np.zeros(len(u)), 2 * u[:, 1:], u[:, :1]]
     if len(u) < 2 * design.shape[1]:
-        design = design[:, :1]
+        design, d_u, d_v = design[:, :1], d_u[:, :1], d_v[:, :1]
     out = np.empty_like(raw)
+    grad = np.zeros(len(u))
     for c in range(nc):
         keep = np.ones(len(u), bool)
         # Twice: a node whose dots sit in a marker's shadow or a corner may be off the trend.
@@ -354,7 +368,9 @@ def _width_field(data: np.ndarray, pos: np.ndarray, xs: np.ndarray, ys: np.ndarr
             mad = 1.4826 * float(np.median(np.abs(resid[keep]))) + 1e-6
             keep = np.abs(resid) <= 3 * mad
         out[:, c] = np.clip(design @ coef, raw[:, c].min(), raw[:, c].max())
-    return out.reshape(len(ys), len(xs), nc)
+        slope = np.hypot(d_u @ coef * 2 / scale[0], d_v @ coef * 2 / scale[1])
+        grad = np.maximum(grad, slope / np.maximum(out[:, c], 0.1))
+    return _WidthField(out.reshape(len(ys), len(xs), nc), grad.reshape(len(ys), len(xs)))
 
 
 #: Dots per node behind its width (the width field, not the PSF solve).
@@ -390,9 +406,17 @@ DOTS_REG_WIDTH = 0.7
 DOTS_REG_POWER = 4.0
 #: Penalty weight at one sample per pixel (``oversample=1``).
 DOTS_REG_SENSOR_GRID = 0.003
-# Dots gathered per field node, and the Gaussian weight's width (fraction of the node
-# spacing; at least the distance to the GATHER_CORE-th nearest dot and one dot pitch).
-GATHER_DOTS = 40
+# Dots gathered per field node: those within the distance over which the width field
+# changes by GATHER_CHANGE (relative), at least GATHER_MIN and at most GATHER_MAX. Then
+# the Gaussian weight's width (fraction of the node spacing; at least the distance to the
+# GATHER_CORE-th nearest dot and one dot pitch). Against a fixed 40 (1200x800 in focus,
+# R G B median/worst %): sharp-prime 4.1/8.9, 2.8/6.4, 4.6/11.5 -> 3.4/7.7, 3.0/5.4,
+# 4.6/10.3; vintage 6.1/15.9, 5.4/11.3, 5.1/9.3 -> 5.4/15.5, 4.9/10.3, 4.5/10.2; soft-zoom
+# 11.7/40.0, 13.8/42.7, 14.0/50.2 -> 11.7/29.3, 12.9/32.8, 14.5/46.1 (a fixed 80 there:
+# 14.1/53.4, 16.2/57.5, 17.7/63.9; a change of 0.1 starved vintage's edges, 0.3 soft-zoom's).
+GATHER_MIN = 25
+GATHER_MAX = 80
+GATHER_CHANGE = 0.2
 GATHER_SIGMA = 0.5
 GATHER_CORE = 12
 # Fit each node's PSF as varying linearly across its dots and read it at the node.
@@ -617,7 +641,8 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
     if s == 1:
         node_reg = np.full((ny, nx, nc), DOTS_REG_SENSOR_GRID)
     else:
-        widths = _width_field(data, pos, xs, ys, half=int(max(4, min(pitch_px / 2 - 1, 20))), dot_r_px=dot_r_px)
+        width_field = _width_field(data, pos, xs, ys, half=int(max(4, min(pitch_px / 2 - 1, 20))), dot_r_px=dot_r_px)
+        widths = width_field.rms_px
         node_reg = np.vectorize(_dots_reg)(widths)
         _progress("analyze: PSF rms width per channel " + ", ".join(
             f"{ch} {widths[..., c].min():.2f}-{widths[..., c].max():.2f} px" for c, ch in enumerate(channels)), progress)
@@ -635,7 +660,6 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
     # the estimate describes the node even where the PSF changes across the field; nodes
     # beyond the dotted area (frame corners) take the nearest dots, flagged as extrapolated.
     spacing = max(np.diff(xs).max() if nx > 1 else w, np.diff(ys).max() if ny > 1 else h)
-    n_gather = int(min(len(pos), GATHER_DOTS))
     # First every node's neighbourhood (cheap), then the PSF solves, which are
     # independent, on a thread pool: their heavy parts (sparse products, LAPACK) release
     # the GIL, and one BLAS thread per solve keeps the cores from being oversubscribed.
@@ -643,7 +667,14 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
     for i, y in enumerate(ys):
         for j, x in enumerate(xs):
             dist = np.hypot(pos[:, 0] - x, pos[:, 1] - y)
-            near = np.argsort(dist)[:n_gather]
+            # As many dots as lie where the PSF's width is within GATHER_CHANGE of the
+            # node's (GATHER_MIN to GATHER_MAX): more sub-pixel phases where it changes
+            # slowly, a tighter neighbourhood where it changes fast (soft corners).
+            order = np.argsort(dist)
+            n_gather = GATHER_MAX if s == 1 else int(np.clip(
+                np.searchsorted(dist[order], GATHER_CHANGE / max(float(width_field.log_gradient_per_px[i, j]), 1e-9)),
+                GATHER_MIN, GATHER_MAX))
+            near = order[:n_gather]
             dn = dist[near]
             sigma = max(GATHER_SIGMA * spacing, float(dn[min(len(dn) - 1, GATHER_CORE)]), pitch_px)
             wts = np.exp(-0.5 * ((dn - dn[0]) / sigma) ** 2)

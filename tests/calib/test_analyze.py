@@ -105,10 +105,13 @@ def test_width_field_tells_a_sharp_channel_from_one_that_widens_across_the_field
 
     sharp, centres = varying_dot_photo(140, 240, np.random.default_rng(3), lambda x: (0.45, 0.45))
     wide, _ = varying_dot_photo(140, 240, np.random.default_rng(3), lambda x: (0.5 + 0.006 * x,) * 2)
-    widths = _width_field(np.stack([sharp, wide], -1), centres, np.linspace(20, 220, 5), np.linspace(20, 120, 3),
-                          half=6, dot_r_px=0.5)
+    field = _width_field(np.stack([sharp, wide], -1), centres, np.linspace(20, 220, 5), np.linspace(20, 120, 3),
+                         half=6, dot_r_px=0.5)
+    widths = field.rms_px
     assert np.all(np.abs(widths[..., 0] - 0.78) < 0.1)
     assert np.all(np.diff(widths[..., 1], axis=1) > 0) and np.all(widths[..., 1] > widths[..., 0] + 0.5)
+    # The wide channel's log width grows by ~0.2 over the 200 px: about 1e-3 per px.
+    assert np.all((field.log_gradient_per_px > 5e-4) & (field.log_gradient_per_px < 2e-3))
 
 
 def test_fitted_distortion_predicts_the_dot_positions_within_a_tenth_of_a_pixel(defocused):
