@@ -190,8 +190,8 @@ def estimate_psf_dots(
     support = r + dot_r + 1.0  # beyond this a dot's light is negligible by construction
     half = int(np.ceil(support)) + 1
     yy, xx = np.mgrid[-half:half + 1, -half:half + 1]
-    planes = [_background_plane(img3[..., c], centres, support, None if mask3 is None else mask3[..., c])
-              for c in range(nc)]
+    far = _far_from_dots((h, w), centres, support)
+    planes = [_background_plane(img3[..., c], far, None if mask3 is None else mask3[..., c]) for c in range(nc)]
     n_sat = n_noisy = 0
     dot_w = np.ones(len(centres)) if weights is None else np.asarray(weights, dtype=np.float64)
     used, sigs, offs, amps, snrs, wts, dpos = [], [], [], [], [], [], []
@@ -381,11 +381,9 @@ def _gtg(n: int) -> sp.csr_matrix:
     return (grad.T @ grad).tocsr()
 
 
-def _background_plane(
-    image: np.ndarray, centres: np.ndarray, support: float, mask: np.ndarray | None
-) -> tuple[np.ndarray | None, float]:
-    """Robust plane a + b x + c y through the pixels no dot reaches, and their noise sigma."""
-    h, w = image.shape
+def _far_from_dots(shape: tuple[int, int], centres: np.ndarray, support: float) -> tuple[int, np.ndarray]:
+    """Sampling step and the (subsampled) pixels no dot reaches: the background's support."""
+    h, w = shape
     step = max(1, int(np.sqrt(h * w / 40000)))  # enough pixels, bounded cost
     ys, xs = np.mgrid[0:h:step, 0:w:step]
     far = np.ones(xs.shape, bool)
@@ -397,15 +395,25 @@ def _background_plane(
             continue
         sub = (slice(r0, r1), slice(c0, c1))
         far[sub] &= (xs[sub] - cx) ** 2 + (ys[sub] - cy) ** 2 > support**2
+    return step, far
+
+
+def _background_plane(image: np.ndarray, far_from_dots: tuple[int, np.ndarray],
+                      mask: np.ndarray | None) -> tuple[np.ndarray | None, float]:
+    """Robust plane a + b x + c y through the pixels no dot reaches (``_far_from_dots``),
+    and their noise sigma."""
+    step, far = far_from_dots
+    ys, xs = np.mgrid[0:image.shape[0]:step, 0:image.shape[1]:step]
     if mask is not None:
-        far &= ~mask[::step, ::step]
+        far = far & ~mask[::step, ::step]
     if far.sum() < 50:
         return None, 0.0
     x, y, v = xs[far].astype(float), ys[far].astype(float), image[::step, ::step][far]
     a = np.stack([np.ones_like(x), x, y], axis=1)
     keep = np.ones(len(v), bool)
     for _ in range(3):  # trim outliers (dust, stray light) then refit
-        coef = np.linalg.lstsq(a[keep], v[keep], rcond=None)[0]
+        ak = a[keep]
+        coef = np.linalg.solve(ak.T @ ak, ak.T @ v[keep])  # 3 unknowns: the normal equations suffice
         res = v - a @ coef
         sigma = 1.4826 * float(np.median(np.abs(res[keep]))) + 1e-12
         keep = np.abs(res) < 4 * sigma
