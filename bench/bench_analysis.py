@@ -143,7 +143,8 @@ def time_24mp() -> None:
     t0, c0 = time.perf_counter(), time.process_time()
     res = calib.analyze_images([img], layout, grid=(6, 9), workers=WORKERS)
     print(f"24 MP analysis time {time.perf_counter() - t0:.1f} s wall, {time.process_time() - c0:.1f} s CPU "
-          f"(PSF {res.psf_map.kernel_size} px, {res.registration.n_points} dots registered)")
+          f"(PSF {res.psf_map.on_sensor_grid().kernel_size} px on the sensor grid, "
+          f"{res.registration.n_points} dots registered)")
 
 
 FILL = 1.3  # the 24 MP timing render's page fill

@@ -271,9 +271,10 @@ def _fill_missing(psf: np.ndarray, have: np.ndarray, flags: np.ndarray) -> None:
         have[:] = new
 
 
-def _psf_extent_from_dots(green: np.ndarray, centres: np.ndarray, half: int, dot_r_px: float) -> tuple[int, float]:
-    """Odd PSF side holding 99.5 % of the median dot's light (at least 9), and the PSF's
-    rms width per axis (px, the dot's own spread and the pixel box taken out).
+def _psf_extent_from_dots(image: np.ndarray, centres: np.ndarray, half: int, dot_r_px: float) -> tuple[int, float]:
+    """Odd PSF side holding 99.5 % of the median dot's light in one channel ``image`` (at
+    least 9), and the PSF's rms width per axis (px, the dot's own spread and the pixel
+    box taken out).
 
     Only the radii where the median dot's ring profile stands above its noise count: the
     noise beyond (clipped positive) would otherwise dominate the r^2 moment and the
@@ -281,7 +282,7 @@ def _psf_extent_from_dots(green: np.ndarray, centres: np.ndarray, half: int, dot
     """
     yy, xx = np.mgrid[-half:half + 1, -half:half + 1]
     r = np.hypot(xx, yy)
-    h, w = green.shape
+    h, w = image.shape
     ix = np.rint(centres[:, 0]).astype(int)
     iy = np.rint(centres[:, 1]).astype(int)
     ok = (ix >= half) & (ix < w - half) & (iy >= half) & (iy < h - half)
@@ -289,7 +290,7 @@ def _psf_extent_from_dots(green: np.ndarray, centres: np.ndarray, half: int, dot
     sel = np.arange(len(ix))[:: max(1, len(ix) // 2000)]
     if len(sel) == 0:
         return 9, 1.0
-    wins = green[iy[sel, None, None] + yy, ix[sel, None, None] + xx].astype(np.float64)
+    wins = image[iy[sel, None, None] + yy, ix[sel, None, None] + xx].astype(np.float64)
     ring = r >= half - 0.5
     sig = wins - np.median(wins[:, ring], axis=1)[:, None, None]
     tot = sig.sum(axis=(1, 2))
