@@ -114,6 +114,15 @@ def test_width_field_tells_a_sharp_channel_from_one_that_widens_across_the_field
     assert np.all((field.log_gradient_per_px > 5e-4) & (field.log_gradient_per_px < 2e-3))
 
 
+def test_a_psf_width_changing_fast_between_nodes_suggests_a_denser_grid():
+    from calib._analyze import _denser_grid_note  # noqa: PLC0415
+
+    # 2e-3 per px over 150 px nodes: 30 % between neighbours; 0.12 / 2e-3 = 60 px nodes.
+    note = _denser_grid_note(np.full((6, 9), 2e-3), 150.0, (1200, 800), (6, 9))
+    assert "30 %" in note and "--grid 15x21" in note
+    assert _denser_grid_note(np.full((6, 9), 5e-4), 150.0, (1200, 800), (6, 9)) is None
+
+
 def test_fitted_distortion_predicts_the_dot_positions_within_a_tenth_of_a_pixel(defocused):
     # A dot is recorded where its green PSF's centroid lies (off axis not the chief ray);
     # measured 0.027 px max.
