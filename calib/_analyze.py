@@ -932,6 +932,8 @@ def analyze_session(
         _progress(f"analyze: focus {focus}: {len(paths)} photo(s)", progress)
         res = analyze_images(paths, layout_path, focus_position=focus, grid=grid,
                              oversample=oversample, progress=progress, workers=workers)
+        for note in res.notes:
+            _progress(f"analyze: note: focus {focus}: {note}", progress)
         results.append(res)
     dark_noise = None
     if darks:

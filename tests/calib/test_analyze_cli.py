@@ -51,6 +51,14 @@ def test_session_gives_one_calibration_per_focus_with_dark_frame_noise(session, 
     assert np.allclose(cal.noise.read_noise, truth.read_noise, rtol=0.3)
 
 
+def test_session_analysis_shows_each_settings_notes(session, tmp_path, capsys):
+    # The chart is framed whole, so the frame's corner nodes lie beyond its dots: a note.
+    root, _chart, _model = session
+    assert main(["analyze", str(root / "sess"), "--db", str(tmp_path / "lens.psfdb"), "--grid", "6x9",
+                 "--oversample", "1"]) == 0
+    assert "note: focus" in capsys.readouterr().err
+
+
 def test_photo_without_the_chart_exits_2_and_leaves_the_database_untouched(session, tmp_path, capsys):
     root, chart, _model = session
     db_path = tmp_path / "lens.psfdb"
