@@ -201,6 +201,11 @@ def _describe(cal: Calibration) -> list[str]:
             rows.append((method, channel, str(len(values)), f"{med:.4f}", f"{v.min():.4f}",
                          f"{v.max():.4f}", f"{med * 1000 / pitch:.1f}" if pitch else "-"))
         lines += ["    " + line for line in _table(header, rows).splitlines()]
+    # The analysis's advice (denser grid, extrapolated nodes...) in full: the metadata
+    # line below is cut short.
+    notes = cal.metadata.get("notes")
+    for note in notes if isinstance(notes, list) else []:
+        lines.append(f"  note           {note}")
     if cal.metadata:
         text = json.dumps(cal.metadata, default=str)
         lines.append(f"  metadata       {text if len(text) <= 200 else text[:197] + '...'}")

@@ -66,6 +66,16 @@ def test_show_prints_grid_noise_and_mtf50_per_method_and_channel(capsys, db_path
     assert edge_row.split()[:6] == ["edge", "G", "2", "0.2500", "0.2000", "0.3000"]
 
 
+def test_show_prints_the_analysis_notes_in_full(capsys, tmp_path, rng):
+    path = tmp_path / "noted.psfdb"
+    note = "the PSF's width changes by up to 28 % between adjacent field nodes of the 6x9 grid; " * 3
+    cal = make_cal(rng, 100)
+    with PSFDatabase.open(path, create=True) as db:
+        db.add(Calibration(key=cal.key, psf_map=cal.psf_map, pixel_pitch_um=4.0, metadata={"notes": [note]}))
+    code, out, _ = run(capsys, "db", "show", "--db", path, "1")
+    assert code == 0 and f"note           {note}" in out
+
+
 def test_export_by_focus_writes_npz_and_mtf_csv(capsys, db_path, tmp_path):
     code, _, _ = run(capsys, "db", "export", "--db", db_path, "--focus", 100,
                      "-o", tmp_path / "out.npz", "--mtf", tmp_path / "mtf.csv")
