@@ -195,18 +195,27 @@ def estimate_psf_dots(
     n_sat = n_noisy = 0
     dot_w = np.ones(len(centres)) if weights is None else np.asarray(weights, dtype=np.float64)
     used, sigs, offs, amps, snrs, wts, dpos = [], [], [], [], [], [], []
+    # Dots cut by the crop's edge (the frame's edge) keep the part inside: the nodes at
+    # the frame's edges have no dots beyond them, and their nearest dots are these.
+    padded = np.pad(img3, ((half, half), (half, half), (0, 0)), constant_values=np.nan)
+    mask_p = None if mask3 is None else np.pad(mask3, ((half, half), (half, half), (0, 0)))
+    full_inner = int((np.hypot(xx, yy) <= support).sum())
+    whole = []
     for (cx, cy), wd in zip(centres, dot_w):
         ix, iy = int(round(cx)), int(round(cy))
-        if ix - half < 0 or iy - half < 0 or ix + half >= w or iy + half >= h:
+        if not (0 <= ix < w and 0 <= iy < h):
             continue
-        win = img3[iy - half:iy + half + 1, ix - half:ix + half + 1]
-        if (saturation_level is not None and win.max() >= saturation_level) or (
-            mask3 is not None and mask3[iy - half:iy + half + 1, ix - half:ix + half + 1].any()
+        win = padded[iy:iy + 2 * half + 1, ix:ix + 2 * half + 1]
+        if (saturation_level is not None and np.nanmax(win) >= saturation_level) or (
+            mask_p is not None and mask_p[iy:iy + 2 * half + 1, ix:ix + 2 * half + 1].any()
         ):
             n_sat += 1
             continue
         tx, ty = ix + xx - cx, iy + yy - cy
-        inner = np.hypot(tx, ty) <= support
+        valid = np.isfinite(win[..., 0])
+        inner = (np.hypot(tx, ty) <= support) & valid
+        if inner.sum() < PARTIAL_DOT_MIN * full_inner:
+            continue
         sig = np.empty((int(inner.sum()), nc))
         snr = np.empty(nc)
         for c in range(nc):
@@ -214,7 +223,7 @@ def estimate_psf_dots(
             if coef is not None:
                 bg = coef[0] + coef[1] * (ix + xx) + coef[2] * (iy + yy)
             else:  # dots too dense for a shared background: use each dot's outer ring
-                ring = ~inner
+                ring = ~inner & valid
                 bg = float(np.median(win[..., c][ring]))
                 sigma = 1.4826 * float(np.median(np.abs(win[..., c][ring] - bg))) + 1e-12
             sc = (win[..., c] - bg)[inner]
@@ -231,6 +240,7 @@ def estimate_psf_dots(
         used.append((cx, cy))
         sigs.append(sig)
         offs.append(np.stack([tx[inner], ty[inner]], axis=1))
+        whole.append(bool(valid.all()))
         amps.append(sig.sum(0))
         wts.append(np.full(int(inner.sum()), np.sqrt(max(float(wd), 0.0))))
         dpos.append(np.broadcast_to([cx, cy], (int(inner.sum()), 2)))
@@ -242,6 +252,7 @@ def estimate_psf_dots(
         )
     # Each dot's sum is noisy; illumination varies slowly, so share a plane fitted to them.
     amps_a = np.asarray(amps)
+    amps_a[~np.asarray(whole)] = np.nan  # a cut dot's sum is not its brightness
     amp = np.stack([_smooth_amplitudes(np.asarray(used), amps_a[:, c]) for c in range(nc)], axis=1)
     t = np.concatenate(offs)
     sw = np.concatenate(wts)
@@ -340,6 +351,8 @@ def estimate_psf_dots(
 # Penalty on the PSF's slopes across the field (linear-variation fit), relative to the
 # data energy: keeps them from absorbing noise where the dots barely constrain them.
 SLOPE_REG = 0.01
+# A dot cut by the crop's edge is used while this fraction of its cut-out is inside.
+PARTIAL_DOT_MIN = 0.5
 # Samples per pixel of the slopes (None: as P0).
 SLOPE_OVERSAMPLE: int | None = None
 
@@ -422,17 +435,20 @@ def _background_plane(image: np.ndarray, far_from_dots: tuple[int, np.ndarray],
 
 def _smooth_amplitudes(xy: np.ndarray, amps: np.ndarray) -> np.ndarray:
     """Per-dot brightness from a robust plane over the neighbourhood (fewer than 6 dots: median)."""
-    if len(amps) < 6:
-        return np.full(len(amps), float(np.median(amps)))
+    known = np.isfinite(amps)
+    if not known.any():  # only cut dots: their sums are all there is
+        return np.full(len(amps), float(np.median(np.abs(amps))) if len(amps) else 1.0)
+    if known.sum() < 6:
+        return np.full(len(amps), float(np.median(amps[known])))
     a = np.stack([np.ones(len(amps)), xy[:, 0] - xy[:, 0].mean(), xy[:, 1] - xy[:, 1].mean()], axis=1)
-    keep = np.ones(len(amps), bool)
+    keep = known.copy()
     for _ in range(3):
         coef = np.linalg.lstsq(a[keep], amps[keep], rcond=None)[0]
         res = amps - a @ coef
         scale = 1.4826 * float(np.median(np.abs(res[keep]))) + 1e-12
-        keep = np.abs(res) < 4 * scale
+        keep = known & (np.abs(res) < 4 * scale)
     out = a @ coef
-    return np.where(out > 0, out, float(np.median(amps)))
+    return np.where(out > 0, out, float(np.median(amps[known])))
 
 
 def _dot_tent_table(ellipse: np.ndarray, s: int) -> tuple[np.ndarray, float, float]:

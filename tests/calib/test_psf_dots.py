@@ -62,6 +62,15 @@ def test_one_smoothing_weight_per_channel_equals_separate_solves(dots_photo):
     assert np.abs(both.psf[0] - both.psf[1]).max() > 1e-3
 
 
+def test_dots_cut_by_the_crop_edge_still_count_and_keep_the_psf_right(dots_photo):
+    # The first column of dots (x ~ 12 px) sits 4 px from a crop 8 px in: half its
+    # cut-out is outside, as at the frame's edge.
+    image, centres, truth = dots_photo
+    est = estimate_psf_dots(image[:, 8:], centres - [8, 0], dot_ellipse=1.0, size=9, oversample=3)
+    assert est.n_dots == len(centres)
+    assert rel_l2(est.psf, truth) < 0.05
+
+
 def test_dot_ellipse_scales_the_jacobian_by_the_radius():
     e = dot_ellipse_px(0.5, np.array([[4.0, 0.0], [0.0, 2.0]]))
     np.testing.assert_allclose(e, [[1.0, 0.0], [0.0, 0.5]])
