@@ -335,7 +335,7 @@ class _WidthField:
 
 
 def _width_field(data: np.ndarray, pos: np.ndarray, xs: np.ndarray, ys: np.ndarray, *, half: int,
-                 dot_r_px: float) -> _WidthField:
+                 dot_r_px: float, orders: list[np.ndarray] | None = None) -> _WidthField:
     """Each channel's PSF rms width (px) at the field nodes: measured on the dots nearest
     each node and smoothed across the field by a quadratic surface.
 
@@ -345,8 +345,9 @@ def _width_field(data: np.ndarray, pos: np.ndarray, xs: np.ndarray, ys: np.ndarr
     its slope says how far a node may gather dots before the PSF changes under them.
     """
     nodes = np.stack(np.meshgrid(xs, ys, indexing="xy"), axis=-1).reshape(-1, 2)
-    n_near = int(min(len(pos), WIDTH_DOTS))
-    near = [np.argsort(np.hypot(*(pos - p).T))[:n_near] for p in nodes]
+    if orders is None:  # each node's dots by distance, row by row
+        orders = [np.argsort(np.hypot(*(pos - p).T)) for p in nodes]
+    near = [o[:WIDTH_DOTS] for o in orders]
     nc = data.shape[2]
     raw = np.array([[_psf_extent_from_dots(data[..., c], pos[idx], half, dot_r_px)[1] for c in range(nc)]
                     for idx in near])
@@ -662,10 +663,14 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
     xs, ys = _grid_nodes(w, h, grid)
     ny, nx = len(ys), len(xs)
     nc = len(channels)
+    # Each node's dots by distance (row by row), shared by the width field and the solves.
+    dists = [np.hypot(pos[:, 0] - x, pos[:, 1] - y) for y in ys for x in xs]
+    orders = [np.argsort(d) for d in dists]
     if s == 1:
         node_reg = np.full((ny, nx, nc), DOTS_REG_SENSOR_GRID)
     else:
-        width_field = _width_field(data, pos, xs, ys, half=int(max(4, min(pitch_px / 2 - 1, 20))), dot_r_px=dot_r_px)
+        width_field = _width_field(data, pos, xs, ys, half=int(max(4, min(pitch_px / 2 - 1, 20))), dot_r_px=dot_r_px,
+                                   orders=orders)
         widths = width_field.rms_px
         node_reg = np.vectorize(_dots_reg)(widths)
         _progress("analyze: PSF rms width per channel " + ", ".join(
@@ -690,11 +695,10 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
     jobs = []
     for i, y in enumerate(ys):
         for j, x in enumerate(xs):
-            dist = np.hypot(pos[:, 0] - x, pos[:, 1] - y)
+            dist, order = dists[i * nx + j], orders[i * nx + j]
             # As many dots as lie where the PSF's width is within GATHER_CHANGE of the
             # node's (GATHER_MIN to GATHER_MAX): more sub-pixel phases where it changes
             # slowly, a tighter neighbourhood where it changes fast (soft corners).
-            order = np.argsort(dist)
             n_gather = GATHER_MAX if s == 1 else int(np.clip(
                 np.searchsorted(dist[order], GATHER_CHANGE / max(float(width_field.log_gradient_per_px[i, j]), 1e-9)),
                 GATHER_MIN, GATHER_MAX))

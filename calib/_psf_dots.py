@@ -252,8 +252,8 @@ def estimate_psf_dots(
         )
     # Each dot's sum is noisy; illumination varies slowly, so share a plane fitted to them.
     amps_a = np.asarray(amps)
-    amps_a[~np.asarray(whole)] = np.nan  # a cut dot's sum is not its brightness
-    amp = np.stack([_smooth_amplitudes(np.asarray(used), amps_a[:, c]) for c in range(nc)], axis=1)
+    whole_a = np.asarray(whole)
+    amp = np.stack([_smooth_amplitudes(np.asarray(used), amps_a[:, c], whole_a) for c in range(nc)], axis=1)
     t = np.concatenate(offs)
     sw = np.concatenate(wts)
     v = np.concatenate([sg / a for sg, a in zip(sigs, amp)]) * sw[:, None]
@@ -433,11 +433,11 @@ def _background_plane(image: np.ndarray, far_from_dots: tuple[int, np.ndarray],
     return coef, sigma
 
 
-def _smooth_amplitudes(xy: np.ndarray, amps: np.ndarray) -> np.ndarray:
-    """Per-dot brightness from a robust plane over the neighbourhood (fewer than 6 dots: median)."""
-    known = np.isfinite(amps)
-    if not known.any():  # only cut dots: their sums are all there is
-        return np.full(len(amps), float(np.median(np.abs(amps))) if len(amps) else 1.0)
+def _smooth_amplitudes(xy: np.ndarray, amps: np.ndarray, whole: np.ndarray) -> np.ndarray:
+    """Per-dot brightness from a robust plane over the neighbourhood (fewer than 6 dots: median),
+    fitted to the ``whole`` dots' sums: a dot cut by the crop's edge lost part of its light
+    (only cut dots: their sums are all there is)."""
+    known = whole if whole.any() else np.ones(len(amps), bool)
     if known.sum() < 6:
         return np.full(len(amps), float(np.median(amps[known])))
     a = np.stack([np.ones(len(amps)), xy[:, 0] - xy[:, 0].mean(), xy[:, 1] - xy[:, 1].mean()], axis=1)

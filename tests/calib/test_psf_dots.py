@@ -71,6 +71,17 @@ def test_dots_cut_by_the_crop_edge_still_count_and_keep_the_psf_right(dots_photo
     assert rel_l2(est.psf, truth) < 0.05
 
 
+def test_brightness_plane_skips_cut_dots_and_falls_back_to_them_when_alone():
+    from calib._psf_dots import _smooth_amplitudes  # noqa: PLC0415
+
+    xy = np.stack(np.meshgrid(np.arange(4.0), np.arange(3.0)), -1).reshape(-1, 2) * 15
+    amps = np.full(12, 2.0)
+    amps[:3] = 1.0  # three dots half outside the crop
+    whole = np.arange(12) >= 3
+    np.testing.assert_allclose(_smooth_amplitudes(xy, amps, whole), 2.0)
+    np.testing.assert_allclose(_smooth_amplitudes(xy[:3], amps[:3], np.zeros(3, bool)), 1.0)
+
+
 def test_dot_ellipse_scales_the_jacobian_by_the_radius():
     e = dot_ellipse_px(0.5, np.array([[4.0, 0.0], [0.0, 2.0]]))
     np.testing.assert_allclose(e, [[1.0, 0.0], [0.0, 0.5]])
