@@ -253,6 +253,23 @@ def _centroid(psf: np.ndarray, s: int) -> tuple[float, float]:
     return float((psf.sum(0) * ax).sum() / t), float((psf.sum(1) * ax).sum() / t)
 
 
+def _place_channels(fine: np.ndarray, gi: int, offsets: np.ndarray, s: int) -> np.ndarray:
+    """One node's PSFs (C, n, n) at ``s`` samples/px with green's centroid on the centre
+    sample. The others keep their offsets from green as solved, unless these stray from
+    the dots' centroid offsets ``offsets`` (C, 2; NaN: unknown) by more than
+    RB_FIT_STRAY_PX, which then place them."""
+    g = np.asarray(_centroid(fine[gi], s))
+    out = np.empty_like(fine)
+    for c in range(len(fine)):
+        at = g
+        if c != gi and np.isfinite(offsets[c]).all():
+            own = np.asarray(_centroid(fine[c], s))
+            if np.hypot(*(own - g - offsets[c])) > RB_FIT_STRAY_PX:
+                at = own - offsets[c]
+        out[c] = _recentre(fine[c], s, -at[0], -at[1])
+    return out
+
+
 def _fill_missing(psf: np.ndarray, have: np.ndarray, flags: np.ndarray) -> None:
     """Nodes without a measurement take the mean of their measured neighbours (growing)."""
     ny, nx = have.shape
@@ -502,12 +519,19 @@ LOPSIDED = 0.0
 # Slopes of the linear field over this fraction of the PSF's half side: 1200x800 in focus,
 # 0.5 -> 0.75 gave B 7.8/16.0 -> 7.9/15.3 % (R, G unchanged) for 2.2x the time.
 SLOPE_RADIUS = 0.5
-# Place R and B at their dots' centroid offsets (True) or where the joint linear-field fit
-# puts them relative to green (False). With the linear field at every node the fit reads
-# the PSF at the node itself: 1200x800 in focus R 6.5/15.7 -> 6.3/15.7, B 8.8/15.7 ->
-# 8.5/13.7 %, map R-B 0.14 -> 0.12 px; defocused +15 unchanged. The dot centroids still
-# give ``lateral_colour_px`` (0.005 px median, 0.03 px worst against the truth).
-RB_FROM_DOT_CENTROIDS = False
+# Red and blue sit where the joint linear-field fit puts them relative to green, unless
+# that strays from their dots' centroid offsets by more than this (px); the offsets then
+# place them. With the linear field at every node the fit reads the PSF at the node
+# itself: placing R and B always by the offsets (0 here) measured 1200x800 in focus R
+# 6.3/15.7 -> 6.5/15.7, B 8.5/13.7 -> 8.8/15.7 %. Where the fit strays (soft-zoom's
+# corners and marker holes, where the dots lie far from the node), the map's R-B error
+# went 0.34 -> 0.08 px in focus and 0.43 -> 0.07 px at +15 (B worst 35 -> 30 %, R worst
+# 21 -> 24 %); sharp-prime and vintage in focus never stray. Not everywhere better: the
+# 720x480 test sensor's soft-zoom corner at +12 steps went 0.13 -> 0.17 px (its dots'
+# plane extrapolates there too); 0.15 kept that corner but only halved the 1200x800
+# errors. The dot centroids also give ``lateral_colour_px`` (0.005 px median, 0.03 px
+# worst against the truth).
+RB_FIT_STRAY_PX = 0.05
 # Weakest dot kept (integrated SNR). The weighted joint fit averages dozens of dots, so
 # faint ones still help; at 10 the blurred, vignetted frame corners kept none (demo,
 # focus best+16: corner nodes went unestimated, filled at 83-87 % error; at 4: 38-47 %).
@@ -800,12 +824,7 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
             _progress(f"analyze: node ({j},{i}) at ({x:.0f},{y:.0f}): {est}; filled", progress)
             continue
         fine = est.psf_fine if est.psf_fine.ndim == 3 else est.psf_fine[None]
-        for c in range(nc):
-            # Green's centroid goes on the centre sample; red and blue move with it (their
-            # offsets from the joint fit) or to their dots' centroid offsets.
-            cx, cy = _centroid(fine[c] if RB_FROM_DOT_CENTROIDS else fine[gi], s)
-            tx, ty = (lateral[c, i, j] if RB_FROM_DOT_CENTROIDS and np.isfinite(lateral[c, i, j]).all() else (0.0, 0.0))
-            psf[c, i, j] = _recentre(fine[c], s, tx - cx, ty - cy)
+        psf[:, i, j] = _place_channels(fine, gi, lateral[:, i, j], s)
         node_flag = 0
         if est.n_saturated:
             node_flag |= FLAG_SATURATED

@@ -261,3 +261,34 @@ def test_dots_beside_the_paper_and_the_markers_are_masked_out_of_the_psf_cutouts
     assert not mask[dots[:, 1], dots[:, 0]].any()
     assert mask[y0 - 3, x0 - 3] and mask[10, 10] and mask[my, mx]
     assert not mask[y0 + 3, x0 + 3]
+
+
+def _gaussian_stack(centres_xy, *, s: int = 3, k: int = 31, sigma: float = 0.8) -> np.ndarray:
+    ax = (np.arange(k) - k // 2) / s
+    xx, yy = np.meshgrid(ax, ax)
+    out = np.stack([np.exp(-0.5 * ((xx - cx) ** 2 + (yy - cy) ** 2) / sigma**2) for cx, cy in centres_xy])
+    return out / out.sum(axis=(1, 2), keepdims=True)
+
+
+def _centroids(stack: np.ndarray, s: int = 3) -> np.ndarray:
+    from calib._analyze import _centroid  # noqa: PLC0415
+
+    return np.array([_centroid(p, s) for p in stack])
+
+
+def test_red_and_blue_keep_the_solved_offset_from_green_when_it_agrees_with_their_dots():
+    from calib._analyze import _place_channels  # noqa: PLC0415
+
+    fine = _gaussian_stack([(0.5, 0.2), (0.2, 0.1), (-0.1, 0.0)])
+    dots = np.array([[0.32, 0.08], [0.0, 0.0], [-0.28, -0.12]])  # within 0.05 px of the solve's
+    placed = _centroids(_place_channels(fine, 1, dots, 3))
+    np.testing.assert_allclose(placed, [[0.3, 0.1], [0.0, 0.0], [-0.3, -0.1]], atol=0.005)
+
+
+def test_red_and_blue_go_to_their_dots_offsets_where_the_solve_strays_from_them():
+    from calib._analyze import _place_channels  # noqa: PLC0415
+
+    fine = _gaussian_stack([(0.5, 0.2), (0.2, 0.1), (-0.1, 0.0)])
+    dots = np.array([[0.1, 0.1], [0.0, 0.0], [np.nan, np.nan]])  # red 0.2 px off; blue unknown
+    placed = _centroids(_place_channels(fine, 1, dots, 3))
+    np.testing.assert_allclose(placed, [[0.1, 0.1], [0.0, 0.0], [-0.3, -0.1]], atol=0.005)
