@@ -288,6 +288,24 @@ def _fill_missing(psf: np.ndarray, have: np.ndarray, flags: np.ndarray) -> None:
         have[:] = new
 
 
+def _dot_windows(image: np.ndarray, centres: np.ndarray, half: int, *,
+                 max_dots: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Windows (n, 2 half + 1, 2 half + 1) around the dots wholly inside ``image`` (at most
+    about ``max_dots``, evenly picked), each less the median of its rim, and each dot
+    centre's offset (n, 2) from its window's centre pixel."""
+    yy, xx = np.mgrid[-half:half + 1, -half:half + 1]
+    h, w = image.shape
+    ix = np.rint(centres[:, 0]).astype(int)
+    iy = np.rint(centres[:, 1]).astype(int)
+    keep = np.flatnonzero((ix >= half) & (ix < w - half) & (iy >= half) & (iy < h - half))
+    if max_dots is not None:
+        keep = keep[:: max(1, len(keep) // max_dots)]
+    ix, iy = ix[keep], iy[keep]
+    wins = image[iy[:, None, None] + yy, ix[:, None, None] + xx].astype(np.float64)
+    rim = np.hypot(xx, yy) >= half - 0.5
+    return wins - np.median(wins[:, rim], axis=1)[:, None, None], centres[keep] - np.c_[ix, iy]
+
+
 def _psf_extent_from_dots(image: np.ndarray, centres: np.ndarray, half: int, dot_r_px: float) -> tuple[int, float]:
     """Odd PSF side holding 99.5 % of the median dot's light in one channel ``image`` (at
     least 9), and the PSF's rms width per axis (px, the dot's own spread and the pixel
@@ -297,19 +315,12 @@ def _psf_extent_from_dots(image: np.ndarray, centres: np.ndarray, half: int, dot
     noise beyond (clipped positive) would otherwise dominate the r^2 moment and the
     light budget, making faint, sharp dots look several pixels wide.
     """
+    sig, _ = _dot_windows(image, centres, half, max_dots=2000)
+    if not len(sig):
+        return 9, 1.0
     yy, xx = np.mgrid[-half:half + 1, -half:half + 1]
     r = np.hypot(xx, yy)
-    h, w = image.shape
-    ix = np.rint(centres[:, 0]).astype(int)
-    iy = np.rint(centres[:, 1]).astype(int)
-    ok = (ix >= half) & (ix < w - half) & (iy >= half) & (iy < h - half)
-    ix, iy = ix[ok], iy[ok]
-    sel = np.arange(len(ix))[:: max(1, len(ix) // 2000)]
-    if len(sel) == 0:
-        return 9, 1.0
-    wins = image[iy[sel, None, None] + yy, ix[sel, None, None] + xx].astype(np.float64)
     ring = r >= half - 0.5
-    sig = wins - np.median(wins[:, ring], axis=1)[:, None, None]
     tot = sig.sum(axis=(1, 2))
     stack = sig[tot > 0] / tot[tot > 0, None, None]
     if not len(stack):
@@ -422,18 +433,11 @@ def _core_width(image: np.ndarray, centres: np.ndarray, *, half: int, dot_r_px: 
     correction for the sampling phase; the dot's own variance (a disc: r^2/4 per axis) is
     taken out. Each dot's background is the median of its window's rim (``half`` px).
     """
-    yy, xx = np.mgrid[-half:half + 1, -half:half + 1]
-    h, w = image.shape
-    ix = np.rint(centres[:, 0]).astype(int)
-    iy = np.rint(centres[:, 1]).astype(int)
-    ok = (ix >= half) & (ix < w - half) & (iy >= half) & (iy < h - half)
-    if not ok.any():
+    sig, off = _dot_windows(image, centres, half)
+    if not len(sig):
         return 1.0
-    ix, iy, c = ix[ok], iy[ok], centres[ok]
-    wins = image[iy[:, None, None] + yy, ix[:, None, None] + xx].astype(np.float64)
-    rim = np.hypot(xx, yy) >= half - 0.5
-    sig = wins - np.median(wins[:, rim], axis=1)[:, None, None]
-    r2 = (ix[:, None, None] + xx - c[:, 0, None, None]) ** 2 + (iy[:, None, None] + yy - c[:, 1, None, None]) ** 2
+    yy, xx = np.mgrid[-half:half + 1, -half:half + 1]
+    r2 = (xx - off[:, 0, None, None]) ** 2 + (yy - off[:, 1, None, None]) ** 2
     sigma = 1.0
     for _ in range(4):
         rad = float(np.clip(CORE_RADII * sigma + dot_r_px + 1.0, 2.5, half - 1.0))
