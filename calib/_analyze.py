@@ -453,8 +453,8 @@ def _denser_grid_note(log_gradient_per_px: np.ndarray, spacing_px: float, size: 
                       grid: tuple[int, int]) -> str | None:
     """Advice when the PSF's width changes by more than GRID_CHANGE_NOTE between adjacent
     nodes: the map interpolates between nodes, so such a lens needs more of them (the
-    soft-zoom simulator: 46 % between 6x9 nodes, 42 % on its true widths, and even its true 6x9 map misses the
-    slanted-edge MTF by up to 0.067, within 0.033 at 11x17)."""
+    soft-zoom simulator: 46 % between 6x9 nodes, 42 % on its true widths, and even its
+    true 6x9 map misses the slanted-edge MTF by up to 0.067, within 0.033 at 11x17)."""
     change = float(log_gradient_per_px.max()) * spacing_px
     if change <= GRID_CHANGE_NOTE:
         return None
