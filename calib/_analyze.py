@@ -712,7 +712,9 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
     jac = reg.jacobian(dots_mm)
     dot_mm = float(layout.dots[0].diameter_mm)
     dot_r_px = float(np.median(np.linalg.norm(jac, 2, axis=(1, 2)))) * 0.5 * dot_mm
-    auto_size, sigma_px = _psf_extent_from_dots(green, pos, int(max(4, min(pitch_px / 2 - 1, 20))), dot_r_px)
+    # Windows around each dot for the extent and width measures: half a dot pitch.
+    win_half = int(max(4, min(pitch_px / 2 - 1, 20)))
+    auto_size, sigma_px = _psf_extent_from_dots(green, pos, win_half, dot_r_px)
     if psf_size is None:
         psf_size = auto_size
     s = int(oversample) if oversample is not None else DOTS_OVERSAMPLE
@@ -749,8 +751,7 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
     if s == 1:
         node_reg = np.full((ny, nx, nc), DOTS_REG_SENSOR_GRID)
     else:
-        width_field = _width_field(data, pos, xs, ys, half=int(max(4, min(pitch_px / 2 - 1, 20))), dot_r_px=dot_r_px,
-                                   orders=orders)
+        width_field = _width_field(data, pos, xs, ys, half=win_half, dot_r_px=dot_r_px, orders=orders)
         widths = width_field.rms_px
         node_reg = np.vectorize(_dots_reg)(widths)
         _progress("analyze: PSF rms width per channel " + ", ".join(
