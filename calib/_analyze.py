@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.ndimage import maximum_filter, shift as nd_shift
+from scipy.ndimage import shift as nd_shift
 
 import targets
 
@@ -197,10 +197,15 @@ def _block_residual_var(x: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarr
     b = b.transpose(0, 2, 1, 3).reshape(hb * wb, block * block)
     yy, xx = (g.ravel().astype(np.float64) for g in np.mgrid[:block, :block])
     basis = np.stack([np.ones_like(xx), xx, yy, xx * xx, yy * yy, xx * yy], 1)
-    proj = basis @ np.linalg.pinv(basis)
-    res = b - b @ proj.T
+    # The residual's energy is the block's energy less its projection's onto an
+    # orthonormal basis of the surface: (n, 6) coefficients instead of an (n, 64) fit,
+    # 5x faster on a 24 MP photo. Mean-centred first so the difference keeps its digits.
+    q = np.linalg.qr(basis)[0]
+    mean = b.mean(1)
+    b -= mean[:, None]
+    res2 = np.einsum("ij,ij->i", b, b) - np.square(b @ q).sum(1)
     dof = block * block - basis.shape[1]
-    return b.mean(1), (res**2).sum(1) / dof, dof
+    return mean, np.maximum(res2, 0.0) / dof, dof
 
 
 def _fit_noise_line(mean, var, q, q_corr) -> tuple[float, float]:
@@ -605,40 +610,47 @@ def analyze_images(
         gi = 0
     else:
         raise CalibError(f"{name} has channels {channels}; load it demosaiced (RGB) or as one grey channel")
-    green = data[..., gi]
-    reg = register_chart(green, layout, source=name, layout_name=layout_name)
-    _progress(
-        f"analyze: registered ({reg.n_markers} markers, {reg.n_points} dots, k1={reg.k1:+.5f} "
-        f"k2={reg.k2:+.5f}, residual {reg.residual_rms_px:.3f} px rms)", progress,
-    )
-    meta = first.metadata
-    if focus_position is not None:
-        meta = ShotMetadata.from_dict({**meta.to_dict(), "focus_position": int(focus_position)})
-    has_mtf = bool(layout.edges or layout.stripes)
-    if not (layout.dots or layout.noise or has_mtf):
-        raise CalibError(
-            f"{layout_name} has no dots, noise pattern, edges or gratings; analyse a dots, noise, "
-            "edges, stripes or combo chart"
+    # The noise model needs only the photos: it is measured beside the registration and
+    # the PSF solves (a second core's worth of a 24 MP photo's analysis time).
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        noise_job = pool.submit(estimate_noise_model, first.data, channels,
+                                repeat=imgs[1].data if len(imgs) > 1 else None)
+        green = data[..., gi]
+        reg = register_chart(green, layout, source=name, layout_name=layout_name)
+        _progress(
+            f"analyze: registered ({reg.n_markers} markers, {reg.n_points} dots, k1={reg.k1:+.5f} "
+            f"k2={reg.k2:+.5f}, residual {reg.residual_rms_px:.3f} px rms)", progress,
         )
-    mtf: tuple[MTFRecord, ...] = ()
-    if has_mtf:
-        _progress(f"analyze: chart MTF ({len(layout.edges)} edge squares, {len(layout.stripes)} gratings)", progress)
-        averaged = LinearImage(data, channels, 0.0, 1.0, sat if sat.ndim == 3 else sat[..., None], meta)
-        mtf = tuple(measure_chart_mtf(averaged, layout, reg, centre_xy=reg.centre_xy_px, progress=progress).records)
-    lateral = None
-    notes: list[str] = []
-    pm = None
-    if layout.dots:
-        method = "dots"
-        pm, notes, lateral = _dots_map(data, sat, channels, gi, layout, reg, grid=grid, oversample=oversample,
-                                       psf_size=psf_size, name=name, progress=progress, workers=workers)
-    elif layout.noise:
-        method = "noise"
-        pm, notes = _noise_map(data, sat, channels, gi, layout, reg, grid=grid,
-                               oversample=oversample, psf_size=psf_size, progress=progress)
-    else:
-        method = "mtf"
-    noise = estimate_noise_model(first.data, channels, repeat=imgs[1].data if len(imgs) > 1 else None)
+        meta = first.metadata
+        if focus_position is not None:
+            meta = ShotMetadata.from_dict({**meta.to_dict(), "focus_position": int(focus_position)})
+        has_mtf = bool(layout.edges or layout.stripes)
+        if not (layout.dots or layout.noise or has_mtf):
+            raise CalibError(
+                f"{layout_name} has no dots, noise pattern, edges or gratings; analyse a dots, noise, "
+                "edges, stripes or combo chart"
+            )
+        mtf: tuple[MTFRecord, ...] = ()
+        if has_mtf:
+            _progress(f"analyze: chart MTF ({len(layout.edges)} edge squares, {len(layout.stripes)} gratings)", progress)
+            averaged = LinearImage(data, channels, 0.0, 1.0, sat if sat.ndim == 3 else sat[..., None], meta)
+            mtf = tuple(measure_chart_mtf(averaged, layout, reg, centre_xy=reg.centre_xy_px, progress=progress).records)
+        lateral = None
+        notes: list[str] = []
+        pm = None
+        if layout.dots:
+            method = "dots"
+            pm, notes, lateral = _dots_map(data, sat, channels, gi, layout, reg, grid=grid, oversample=oversample,
+                                           psf_size=psf_size, name=name, progress=progress, workers=workers)
+        elif layout.noise:
+            method = "noise"
+            pm, notes = _noise_map(data, sat, channels, gi, layout, reg, grid=grid,
+                                   oversample=oversample, psf_size=psf_size, progress=progress)
+        else:
+            method = "mtf"
+        noise = noise_job.result()
     if not noise_model_complete(noise):
         # A gain of 0 would tell restore there is no shot noise; better no model at all.
         notes = [*notes, "the sensor gain could not be measured on this chart (no flat bright areas); "
@@ -701,9 +713,13 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
         raise CalibError(f"no dot of the chart is inside {name}; frame the whole chart")
     green = data[..., gi]
     # Saturation: count dots with clipped pixels near their centre before doing any work.
+    # (The 5x5 pixels around each centre are looked at directly: a maximum filter over a
+    # 24 MP frame took most of a second.)
     ix, iy = np.rint(pos[:, 0]).astype(int), np.rint(pos[:, 1]).astype(int)
-    sat_any = maximum_filter(sat.any(axis=-1) if sat.ndim == 3 else sat, size=5)
-    n_sat = int(sat_any[iy, ix].sum())
+    o = np.arange(-2, 3)
+    near_y = np.clip(iy[:, None, None] + o[None, :, None], 0, h - 1)
+    near_x = np.clip(ix[:, None, None] + o[None, None, :], 0, w - 1)
+    n_sat = int(sat[near_y, near_x].reshape(len(pos), -1).any(axis=1).sum())
     sat_msg = (f"{n_sat} of {len(pos)} dots are saturated in {name}; use a shorter exposure "
                "(about half) and shoot again")
     if n_sat > 0.5 * len(pos):

@@ -83,15 +83,18 @@ def _apply(h: np.ndarray, xy: np.ndarray) -> np.ndarray:
 
 
 def _to_u8(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    img = np.asarray(image, dtype=np.float64)
+    # Single precision throughout: a 24 MP photo converts in a quarter of the time, and
+    # the corner refinement's 50 % crossings need nowhere near double's digits.
+    img = np.asarray(image, dtype=np.float32)
     if img.ndim == 3:
-        img = img.mean(axis=2)
+        img = img.mean(axis=2, dtype=np.float32)
     if img.ndim != 2:
         raise TargetError(f"image must be (H, W) or (H, W, C), got shape {np.shape(image)}")
     lo, hi = np.percentile(img[:: max(1, img.shape[0] // 512), :: max(1, img.shape[1] // 512)], (0.5, 99.5))
     if not hi > lo:
         raise TargetError("the photo is uniform (no chart visible); check exposure and framing")
-    u8 = np.clip((img - lo) / (hi - lo) * 255.0, 0, 255).astype(np.uint8)
+    scaled = (img - np.float32(lo)) * np.float32(255.0 / (hi - lo))
+    u8 = np.clip(scaled, 0, 255, out=scaled).astype(np.uint8)
     return u8, img
 
 
