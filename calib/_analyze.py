@@ -295,11 +295,11 @@ def _fill_missing(psf: np.ndarray, have: np.ndarray, flags: np.ndarray) -> None:
 
 def _dot_windows(image: np.ndarray, centres: np.ndarray, half: int, *,
                  max_dots: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Windows (n, 2 half + 1, 2 half + 1) around the dots wholly inside ``image`` (at most
-    about ``max_dots``, evenly picked), each less the median of its rim, and each dot
-    centre's offset (n, 2) from its window's centre pixel."""
+    """Windows (n, 2 half + 1, 2 half + 1[, C]) around the dots wholly inside ``image``
+    ((H, W) or (H, W, C); at most about ``max_dots``, evenly picked), each less the
+    median of its rim, and each dot centre's offset (n, 2) from its window's centre pixel."""
     yy, xx = np.mgrid[-half:half + 1, -half:half + 1]
-    h, w = image.shape
+    h, w = image.shape[:2]
     ix = np.rint(centres[:, 0]).astype(int)
     iy = np.rint(centres[:, 1]).astype(int)
     keep = np.flatnonzero((ix >= half) & (ix < w - half) & (iy >= half) & (iy < h - half))
@@ -396,8 +396,8 @@ def _width_field(data: np.ndarray, pos: np.ndarray, xs: np.ndarray, ys: np.ndarr
 
     def surface(n_dots: int) -> tuple[np.ndarray, np.ndarray]:
         """log width (nodes, C) on the surface, and its slope's largest length over channels."""
-        raw = np.log(np.maximum([[_core_width(data[..., c], pos[o[:n_dots]], half=half, dot_r_px=dot_r_px)
-                                  for c in range(nc)] for o in orders], 0.05))
+        raw = np.log(np.maximum([_core_width(data, pos[o[:n_dots]], half=half, dot_r_px=dot_r_px)
+                                 for o in orders], 0.05))
         out = np.empty_like(raw)
         grad = np.zeros(len(u))
         for c in range(nc):
@@ -428,9 +428,9 @@ SLOPE_DOTS = 120
 CORE_RADII = 3.5
 
 
-def _core_width(image: np.ndarray, centres: np.ndarray, *, half: int, dot_r_px: float) -> float:
-    """rms width per axis (px) of the PSF's core, from the dots' pooled second moment
-    about their registered centres.
+def _core_width(data: np.ndarray, centres: np.ndarray, *, half: int, dot_r_px: float) -> np.ndarray:
+    """rms width per axis (px) of the PSF's core in each channel of ``data`` (H, W, C),
+    from the dots' pooled second moment about their registered centres.
 
     The moment is taken within ``CORE_RADII`` widths (plus the dot's radius) of each
     centre, iterated as the width settles: a wider disc lets the noise and the background's
@@ -438,20 +438,23 @@ def _core_width(image: np.ndarray, centres: np.ndarray, *, half: int, dot_r_px: 
     correction for the sampling phase; the dot's own variance (a disc: r^2/4 per axis) is
     taken out. Each dot's background is the median of its window's rim (``half`` px).
     """
-    sig, off = _dot_windows(image, centres, half)
-    if not len(sig):
-        return 1.0
+    wins, off = _dot_windows(data, centres, half)  # the channels' windows in one gather
+    out = np.ones(data.shape[2])
+    if not len(wins):
+        return out
     yy, xx = np.mgrid[-half:half + 1, -half:half + 1]
     r2 = (xx - off[:, 0, None, None]) ** 2 + (yy - off[:, 1, None, None]) ** 2
-    sigma = 1.0
-    for _ in range(4):
-        rad = float(np.clip(CORE_RADII * sigma + dot_r_px + 1.0, 2.5, half - 1.0))
-        inner = r2 <= rad * rad
-        m0 = float(sig[inner].sum())
-        if m0 <= 0:
-            break
-        sigma = float(np.sqrt(max(float((sig * r2)[inner].sum()) / m0 / 2 - dot_r_px**2 / 4, 0.01)))
-    return sigma
+    for c in range(data.shape[2]):
+        sig, sigma = wins[..., c], 1.0
+        for _ in range(4):
+            rad = float(np.clip(CORE_RADII * sigma + dot_r_px + 1.0, 2.5, half - 1.0))
+            inner = r2 <= rad * rad
+            m0 = float(sig[inner].sum())
+            if m0 <= 0:
+                break
+            sigma = float(np.sqrt(max(float((sig * r2)[inner].sum()) / m0 / 2 - dot_r_px**2 / 4, 0.01)))
+        out[c] = sigma
+    return out
 
 
 def _denser_grid_note(log_gradient_per_px: np.ndarray, spacing_px: float, size: tuple[int, int],
