@@ -19,7 +19,6 @@ import numpy as np
 
 import calib
 import targets
-from restore._demo import _dots_overfill
 
 
 def _centroids(p: np.ndarray) -> np.ndarray:
@@ -30,10 +29,8 @@ def _centroids(p: np.ndarray) -> np.ndarray:
 def main() -> None:
     cam = calib.SimulatedCamera(LENS, "small", seed=1, render_oversample=3)  # ~1 px dots need a fine scene
     probe = targets.make_layout("dots", paper="300x200mm")  # the sensor's 3:2 aspect
-    fill = _dots_overfill(cam, probe)  # the dots field 6 % beyond the frame, as the demo frames it
-    hom = cam.chart_homography(probe, fill=fill)
-    px_per_mm = float(np.hypot(hom[0, 0], hom[1, 0]))
-    dist = cam.focal_length_mm * 1000 / cam.sensor.pixel_pitch_um / px_per_mm / 1000 + cam.focal_length_mm / 1000
+    fill = cam.dots_field_fill(probe)  # the dots field 6 % beyond the frame, as the demo frames it
+    dist = cam.chart_distance_m(probe, fill=fill)
     layout = targets.make_layout("dots", paper="300x200mm", pixel_pitch_um=cam.sensor.pixel_pitch_um,
                                  focal_mm=cam.focal_length_mm, distance_m=dist)
     fp = round(cam.best_focus_position(dist)) + DEFOCUS

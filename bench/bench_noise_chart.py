@@ -35,8 +35,7 @@ def shoot_noise_chart(cam: calib.SimulatedCamera, *, defocus: int, cell_px: floa
     probe = targets.make_layout("noise", paper="300x200mm")
     hom = cam.chart_homography(probe, fill=FILL)
     px_per_mm = float(np.hypot(hom[0, 0], hom[1, 0]) / hom[2, 2])
-    f_px = cam.focal_length_mm * 1000 / cam.sensor.pixel_pitch_um
-    dist = f_px / px_per_mm / 1000 + cam.focal_length_mm / 1000
+    dist = cam.chart_distance_m(probe, fill=FILL)
     layout = targets.make_layout("noise", paper="300x200mm", pixel_pitch_um=cam.sensor.pixel_pitch_um,
                                  focal_mm=cam.focal_length_mm, distance_m=dist,
                                  cell_mm=cell_px / px_per_mm, seed=seed)

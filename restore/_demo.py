@@ -25,9 +25,6 @@ _FOCUS_OFFSETS = (-16, 0, 16)
 _PHOTO_OFFSET = 16
 _LENS = "soft-zoom"
 _SEED = 7
-#: The dots field overfills the frame by this factor (as the README tells users to frame
-#: a chart) so that dots reach the corners; the markers inside the field keep it registrable.
-_FIELD_OVERFILL = 1.06
 
 
 @dataclass(frozen=True)
@@ -98,8 +95,9 @@ def run_demo(out_dir: str | Path, *, lens: str = _LENS, seed: int = _SEED,
 
     progress("1/6 charts: a dots chart designed for the simulated camera's geometry, and an edges chart")
     probe = targets.make_layout("dots", paper="A3", landscape=True)
-    fill = _dots_overfill(model, probe)
-    distance_m = _filling_distance_m(model, probe, fill=fill)
+    # The dots field overfills the frame (as the README tells users to frame a chart).
+    fill = model.dots_field_fill(probe)
+    distance_m = model.chart_distance_m(probe, fill=fill)
     layout = targets.make_layout(
         "dots", paper="A3", landscape=True, pixel_pitch_um=model.sensor.pixel_pitch_um,
         focal_mm=model.focal_length_mm, distance_m=distance_m, max_psf_px=15,
@@ -167,23 +165,6 @@ def run_demo(out_dir: str | Path, *, lens: str = _LENS, seed: int = _SEED,
         psnr_before_db=psnr_before, psnr_after_db=psnr_after,
         seconds=time.perf_counter() - t0,
     )
-
-
-def _dots_overfill(model: calib.SimulatedCamera, layout: targets.Layout) -> float:
-    """The simulator's ``fill`` at which the dots field covers the frame, with margin."""
-    mm = np.array([(d.x_mm, d.y_mm) for d in layout.dots])
-    field_w, field_h = np.ptp(mm[:, 0]), np.ptp(mm[:, 1])
-    (w, h), (pw, ph) = model.image_size, layout.page_mm
-    needed_px_per_mm = _FIELD_OVERFILL * max(w / field_w, h / field_h)
-    return needed_px_per_mm / min(w / pw, h / ph)
-
-
-def _filling_distance_m(model: calib.SimulatedCamera, layout: targets.Layout, *, fill: float) -> float:
-    """Chart distance at which the page is framed with ``fill`` by the simulator."""
-    hom = model.chart_homography(layout, fill=fill)
-    px_per_mm = float(np.hypot(hom[0, 0], hom[1, 0]))
-    f_px = model.focal_length_mm * 1000.0 / model.sensor.pixel_pitch_um
-    return (f_px / px_per_mm + model.focal_length_mm) / 1000.0
 
 
 def _psf_errors(model: calib.SimulatedCamera, cal: calib.Calibration, distance_m: float) -> np.ndarray:

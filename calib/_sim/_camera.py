@@ -500,6 +500,34 @@ class SimulatedCamera:
         hmat = k @ ext @ shift
         return hmat / hmat[2, 2]
 
+    def dots_field_fill(self, layout, *, overfill: float = 1.06) -> float:
+        """The ``fill`` (see :meth:`chart_homography`) at which ``layout``'s dots field spans
+        at least ``overfill`` times the frame along both axes, so that dots reach the
+        frame's corners (the chart's inner markers keep it registrable): how a dots chart
+        should be framed.
+
+        Examples
+        --------
+        >>> cam = SimulatedCamera("sharp-prime", "small")  # doctest: +SKIP
+        >>> fill = cam.dots_field_fill(layout)  # doctest: +SKIP
+        >>> shot = cam.shoot(layout, focus_position=377, fill=fill,  # doctest: +SKIP
+        ...                  object_distance_m=cam.chart_distance_m(layout, fill=fill))
+        """
+        if not layout.dots:
+            raise CalibError(f"layout {getattr(layout, 'layout_id', '')} has no dots field to frame")
+        mm = np.array([(d.x_mm, d.y_mm) for d in layout.dots])
+        (w, h), (pw, ph) = self.image_size, layout.page_mm
+        needed_px_per_mm = overfill * max(w / np.ptp(mm[:, 0]), h / np.ptp(mm[:, 1]))
+        return float(needed_px_per_mm / min(w / pw, h / ph))
+
+    def chart_distance_m(self, layout, *, fill: float) -> float:
+        """Chart distance (m) at which :meth:`chart_homography` frames the page with ``fill``
+        (what sets the chart's defocus in :meth:`shoot`)."""
+        hom = self.chart_homography(layout, fill=fill)
+        px_per_mm = float(np.hypot(hom[0, 0], hom[1, 0]))
+        f_px = self.focal_length_mm * 1000.0 / self.sensor.pixel_pitch_um
+        return (f_px / px_per_mm + self.focal_length_mm) / 1000.0
+
     def _fine_coords(self, s: int, margin: int) -> tuple[np.ndarray, np.ndarray]:
         w, h = self.image_size
         cx = (np.arange((w + 2 * margin) * s) - (s - 1) / 2) / s - margin

@@ -17,10 +17,7 @@ FILL = 1.3  # the dots reach the frame corners; the inner markers stay in view
 
 def _shoot(model: SimulatedCamera, defocus: int, *, gain: float = 1.0):
     probe = targets.make_layout("dots", paper="300x200mm")
-    hom = model.chart_homography(probe, fill=FILL)
-    px_per_mm = float(np.hypot(hom[0, 0], hom[1, 0]) / hom[2, 2])
-    f_px = model.focal_length_mm * 1000 / SENSOR.pixel_pitch_um
-    dist = f_px / px_per_mm / 1000 + model.focal_length_mm / 1000
+    dist = model.chart_distance_m(probe, fill=FILL)
     layout = targets.make_layout("dots", paper="300x200mm", pixel_pitch_um=SENSOR.pixel_pitch_um,
                                  focal_mm=model.focal_length_mm, distance_m=dist)
     fp = round(model.best_focus_position(dist)) + defocus

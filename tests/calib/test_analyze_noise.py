@@ -39,7 +39,7 @@ def _shoot(cam: SimulatedCamera, defocus: int):
     probe = targets.make_layout("noise", paper="300x200mm")
     hom = cam.chart_homography(probe, fill=FILL)
     px_per_mm = float(np.hypot(hom[0, 0], hom[1, 0]) / hom[2, 2])
-    dist = cam.focal_length_mm * 1000 / cam.sensor.pixel_pitch_um / px_per_mm / 1000 + cam.focal_length_mm / 1000
+    dist = cam.chart_distance_m(probe, fill=FILL)
     layout = targets.make_layout("noise", paper="300x200mm", pixel_pitch_um=cam.sensor.pixel_pitch_um,
                                  focal_mm=cam.focal_length_mm, distance_m=dist, cell_mm=CELL_PX / px_per_mm)
     fp = round(cam.best_focus_position(dist)) + defocus

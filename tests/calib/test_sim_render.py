@@ -118,3 +118,28 @@ def test_a_plane_shared_by_the_channels_renders_like_three_equal_planes(rng):
     delta = np.zeros((1, 1), np.float32) + 1
     same = render_varying(plane, *args[:4], lambda c, i, j: delta, 1)
     assert np.allclose(same[0], plane[0], atol=1e-5)
+
+
+def test_dots_field_fill_makes_the_dots_field_overfill_the_frame_by_the_factor():
+    import targets
+
+    cam = SimulatedCamera("sharp-prime", "small")
+    layout = targets.make_layout("dots", paper="300x200mm")
+    hom = cam.chart_homography(layout, fill=cam.dots_field_fill(layout, overfill=1.1))
+    mm = np.array([(d.x_mm, d.y_mm, 1.0) for d in layout.dots]) @ hom.T
+    px = mm[:, :2] / mm[:, 2:]
+    w, h = cam.image_size
+    span = min(np.ptp(px[:, 0]) / w, np.ptp(px[:, 1]) / h)  # the tighter axis
+    assert span == pytest.approx(1.1, rel=1e-3)
+
+
+def test_chart_distance_gives_the_thin_lens_magnification_of_the_fill():
+    import targets
+
+    cam = SimulatedCamera("sharp-prime", "small")
+    layout = targets.make_layout("dots", paper="300x200mm")
+    hom = cam.chart_homography(layout, fill=0.9)
+    d_mm = cam.chart_distance_m(layout, fill=0.9) * 1000
+    f = cam.focal_length_mm
+    px_per_mm = f / (d_mm - f) * 1000 / cam.sensor.pixel_pitch_um
+    assert px_per_mm == pytest.approx(float(np.hypot(hom[0, 0], hom[1, 0])), rel=1e-9)

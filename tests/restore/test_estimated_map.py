@@ -25,9 +25,7 @@ def test_restore_with_the_analysed_map_is_within_0_7_db_of_the_true_map():
 
     cam = calib.SimulatedCamera("soft-zoom", "small", seed=1, render_oversample=3)
     probe = targets.make_layout("dots", paper="300x200mm")
-    px_per_mm = float(np.hypot(*cam.chart_homography(probe, fill=FILL)[:2, 0]))
-    f_px = cam.focal_length_mm * 1000 / cam.sensor.pixel_pitch_um
-    dist = f_px / px_per_mm / 1000 + cam.focal_length_mm / 1000
+    dist = cam.chart_distance_m(probe, fill=FILL)
     layout = targets.make_layout("dots", paper="300x200mm", pixel_pitch_um=cam.sensor.pixel_pitch_um,
                                  focal_mm=cam.focal_length_mm, distance_m=dist)
     focus = round(cam.best_focus_position(dist)) + DEFOCUS
