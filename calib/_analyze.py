@@ -484,13 +484,17 @@ def _dots_reg(sigma_px: float) -> float:
     ``sigma_px``: a wider PSF spreads each dot's light over more samples, so each fine
     sample is noisier and needs more smoothing, while a sharp one loses its core to it.
 
-    Applied per node and channel with the width field of :func:`_width_field`. Measured
-    on the simulator (1200x800, rel L2 median/worst, R G B), against one weight for the
-    whole chart from its median green width: vintage in focus R 6.1/17.1 -> 6.1/15.9,
-    B 7.7/14.6 -> 5.1/9.3 %; sharp-prime R worst 9.6 -> 8.9 %, G and B within 0.5 %;
-    soft-zoom medians 14.4/14.7/15.1 -> 11.7/13.8/14.0 %. The curve (reference 0.7 px,
-    fourth power) was picked over (0.55 px, cube) and (0.8 px, fourth power) on vintage
-    and sharp-prime at 0 and +15 steps.
+    Applied per node and channel with the width field of :func:`_width_field`. The
+    curve (0.0003 up to 0.7 px, growing as the width to the power 6.5, which meets the
+    earlier curve's weight at its 2.8 px cap) was picked when the solve began to apply
+    the pixel box exactly (:mod:`calib._psf_dots`): the unknowns are then the optical
+    PSF, which a gradient penalty rounds less. Against the earlier curve (0.01, fourth
+    power) on the system PSF, 1200x800 median/worst R G B %: sharp-prime in focus
+    3.2/8.0, 2.9/5.0, 4.7/10.0 -> 2.8/5.7, 1.7/2.9, 4.2/6.8; at +15 steps 4.4/7.0,
+    4.8/6.2, 5.7/7.0 -> 3.8/5.2, 2.5/4.5, 2.8/4.3; vintage in focus 4.9/15.6, 4.7/11.0,
+    4.5/8.7 -> 4.5/14.6, 4.2/10.1, 3.8/6.3; soft-zoom at +15 10.5/24.4, 10.7/28.8,
+    11.5/29.9 -> 10.1/25.1, 10.3/28.4, 10.9/29.8. The fourth power from 0.0003 left
+    soft-zoom's wide corners under-smoothed (worst R 31.5 %, B 38 % at +15).
     """
     return DOTS_REG_SHARP * float(np.clip(sigma_px / DOTS_REG_WIDTH, 1.0, DOTS_REG_MAX_RATIO)) ** DOTS_REG_POWER
 
@@ -502,13 +506,13 @@ DOTS_OVERSAMPLE = 3
 #: describes the PSF beyond by sensor-grid tents (fewer unknowns: 1200x800 in focus
 #: 46 -> 18 CPU-s and B 7.6/15.2 -> 4.9/14.9 %).
 DOTS_CORE_PX = 2.0
-DOTS_REG_SHARP = 0.01
+DOTS_REG_SHARP = 0.0003
 #: The weight stops growing at this multiple of DOTS_REG_WIDTH (2.8 px). Raised from 2.83
 #: when the width field began to follow soft-zoom's corners (up to 2.6 px): worst node
 #: R/G/B 24.7/26.6/37.0 -> 23.6/24.1/37.0 %; vintage and sharp-prime never reach it.
 DOTS_REG_MAX_RATIO = 4.0
 DOTS_REG_WIDTH = 0.7
-DOTS_REG_POWER = 4.0
+DOTS_REG_POWER = 6.5
 #: Penalty weight at one sample per pixel (``oversample=1``).
 DOTS_REG_SENSOR_GRID = 0.003
 # Dots gathered per field node: those within the distance over which the width field

@@ -29,7 +29,10 @@ def _shoot(model: SimulatedCamera, defocus: int, *, gain: float = 1.0):
 
 @pytest.fixture(scope="module")
 def defocused():
-    model = SimulatedCamera("sharp-prime", SENSOR, seed=3)
+    # Three scene samples per pixel, as the benches render: at one, a ~1 px dot snaps to
+    # the pixel grid and its sub-pixel phase, which the dots solve resolves the PSF
+    # from, is lost in the simulation itself (green 10-19 % here against 8-9 % at three).
+    model = SimulatedCamera("sharp-prime", SENSOR, seed=3, render_oversample=3)
     img, layout, shot, fp, dist = _shoot(model, 12)
     # A 12-step defocus blurs over ~15 px (rms width > 1 px): a sharp core in a wide halo.
     res = calib.analyze_images([img], layout, grid=GRID)
@@ -51,7 +54,7 @@ def test_overfilled_chart_measures_every_node_without_extrapolation(defocused):
 
 def test_green_psf_map_is_within_18_percent_of_the_truth_at_every_node(defocused):
     # Small sensor, every node at the frame edge: looser than the full-size goal
-    # (bench_analysis.py); measured here 6-10 % (24-25 % before the linear field at every node).
+    # (bench_analysis.py); measured here 8-9 % (24-25 % before the linear field at every node).
     res, truth = defocused[5], defocused[6]
     err = _rel_l2(res.psf_map.on_sensor_grid().psf, truth.psf)[1]
     assert np.median(err) < 0.18 and err.max() < 0.18
