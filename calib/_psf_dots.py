@@ -558,6 +558,7 @@ def _box_samples(m: int) -> np.ndarray:
     return b / m
 
 
+@functools.lru_cache(maxsize=4)
 def _pixel_box_fine(s: int) -> np.ndarray:
     """Weights over fine-sample offsets of (1 px box x Keys) at the fine nodes: the
     pixel-integrated kernel of one optical unknown, sampled on the fine grid."""
