@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -617,46 +618,17 @@ def analyze_images(
         gi = 0
     else:
         raise CalibError(f"{name} has channels {channels}; load it demosaiced (RGB) or as one grey channel")
+    meta = first.metadata
+    if focus_position is not None:
+        meta = ShotMetadata.from_dict({**meta.to_dict(), "focus_position": int(focus_position)})
     # The noise model needs only the photos: it is measured beside the registration and
     # the PSF solves (a second core's worth of a 24 MP photo's analysis time).
-    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
-
     with ThreadPoolExecutor(max_workers=1) as pool:
         noise_job = pool.submit(estimate_noise_model, first.data, channels,
                                 repeat=imgs[1].data if len(imgs) > 1 else None)
-        green = data[..., gi]
-        reg = register_chart(green, layout, source=name, layout_name=layout_name)
-        _progress(
-            f"analyze: registered ({reg.n_markers} markers, {reg.n_points} dots, k1={reg.k1:+.5f} "
-            f"k2={reg.k2:+.5f}, residual {reg.residual_rms_px:.3f} px rms)", progress,
-        )
-        meta = first.metadata
-        if focus_position is not None:
-            meta = ShotMetadata.from_dict({**meta.to_dict(), "focus_position": int(focus_position)})
-        has_mtf = bool(layout.edges or layout.stripes)
-        if not (layout.dots or layout.noise or has_mtf):
-            raise CalibError(
-                f"{layout_name} has no dots, noise pattern, edges or gratings; analyse a dots, noise, "
-                "edges, stripes or combo chart"
-            )
-        mtf: tuple[MTFRecord, ...] = ()
-        if has_mtf:
-            _progress(f"analyze: chart MTF ({len(layout.edges)} edge squares, {len(layout.stripes)} gratings)", progress)
-            averaged = LinearImage(data, channels, 0.0, 1.0, sat if sat.ndim == 3 else sat[..., None], meta)
-            mtf = tuple(measure_chart_mtf(averaged, layout, reg, centre_xy=reg.centre_xy_px, progress=progress).records)
-        lateral = None
-        notes: list[str] = []
-        pm = None
-        if layout.dots:
-            method = "dots"
-            pm, notes, lateral = _dots_map(data, sat, channels, gi, layout, reg, grid=grid, oversample=oversample,
-                                           psf_size=psf_size, name=name, progress=progress, workers=workers)
-        elif layout.noise:
-            method = "noise"
-            pm, notes = _noise_map(data, sat, channels, gi, layout, reg, grid=grid,
-                                   oversample=oversample, psf_size=psf_size, progress=progress)
-        else:
-            method = "mtf"
+        reg, method, pm, notes, lateral, mtf = _measure(
+            data, sat, channels, gi, meta, layout, grid=grid, oversample=oversample, psf_size=psf_size,
+            name=name, layout_name=layout_name, progress=progress, workers=workers)
         noise = noise_job.result()
     if not noise_model_complete(noise):
         # A gain of 0 would tell restore there is no shot noise; better no model at all.
@@ -664,6 +636,37 @@ def analyze_images(
                      "no noise model stored"]
         noise = None
     return AnalysisResult(pm, reg, noise, meta, len(imgs), method, tuple(notes), lateral, mtf)
+
+
+def _measure(data, sat, channels, gi, meta, layout: targets.Layout, *, grid, oversample, psf_size, name,
+             layout_name, progress, workers):
+    """Registration, then the chart's MTF records and its PSF map (dots or noise pattern):
+    (registration, method, PSF map or None, notes, lateral colour or None, MTF records)."""
+    reg = register_chart(data[..., gi], layout, source=name, layout_name=layout_name)
+    _progress(
+        f"analyze: registered ({reg.n_markers} markers, {reg.n_points} dots, k1={reg.k1:+.5f} "
+        f"k2={reg.k2:+.5f}, residual {reg.residual_rms_px:.3f} px rms)", progress,
+    )
+    has_mtf = bool(layout.edges or layout.stripes)
+    if not (layout.dots or layout.noise or has_mtf):
+        raise CalibError(
+            f"{layout_name} has no dots, noise pattern, edges or gratings; analyse a dots, noise, "
+            "edges, stripes or combo chart"
+        )
+    mtf: tuple[MTFRecord, ...] = ()
+    if has_mtf:
+        _progress(f"analyze: chart MTF ({len(layout.edges)} edge squares, {len(layout.stripes)} gratings)", progress)
+        averaged = LinearImage(data, channels, 0.0, 1.0, sat if sat.ndim == 3 else sat[..., None], meta)
+        mtf = tuple(measure_chart_mtf(averaged, layout, reg, centre_xy=reg.centre_xy_px, progress=progress).records)
+    if layout.dots:
+        pm, notes, lateral = _dots_map(data, sat, channels, gi, layout, reg, grid=grid, oversample=oversample,
+                                       psf_size=psf_size, name=name, progress=progress, workers=workers)
+        return reg, "dots", pm, notes, lateral, mtf
+    if layout.noise:
+        pm, notes = _noise_map(data, sat, channels, gi, layout, reg, grid=grid,
+                               oversample=oversample, psf_size=psf_size, progress=progress)
+        return reg, "noise", pm, notes, None, mtf
+    return reg, "mtf", None, [], None, mtf
 
 
 def _default_workers() -> int:
@@ -676,8 +679,6 @@ def _default_workers() -> int:
 def _map_threads(fn: Callable[[Any], Any], items: Sequence[Any], workers: int | None):
     """``map(fn, items)`` in order, on ``workers`` threads (all cores when None), with
     BLAS single-threaded inside so the threads do not oversubscribe the cores."""
-    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
-
     from threadpoolctl import threadpool_limits  # noqa: PLC0415
 
     n = _default_workers() if workers is None else max(1, int(workers))
