@@ -542,10 +542,15 @@ def _kernel_table(ellipse_flat: tuple[float, ...], s: int) -> tuple[np.ndarray, 
     # (At one sample per pixel the optical PSF is far too sharp for its samples: the
     # unknowns are then the system PSF's, as smooth as the pixel makes it; a dots
     # synthetic with a 0.35 px core went 4.5 -> 12 % with the box at s = 1.)
-    kx = np.arange(-2 * sub, 2 * sub + 1) / sub
-    kern1 = np.convolve(_keys(kx), _box_samples(s * sub)) if s > 1 else _keys(kx)
+    kern1 = _keys_pixel(s, sub) if s > 1 else _keys(np.arange(-2 * sub, 2 * sub + 1) / sub)
     table = fftconvolve(dot, np.outer(kern1, kern1), mode="same")
     return table, step, reach
+
+
+def _keys_pixel(s: int, sub: int) -> np.ndarray:
+    """The Keys kernel of a grid with ``s`` nodes per pixel, convolved with the 1 px box,
+    at ``sub`` samples per node step (odd length, centred)."""
+    return np.convolve(_keys(np.arange(-2 * sub, 2 * sub + 1) / sub), _box_samples(s * sub))
 
 
 def _box_samples(m: int) -> np.ndarray:
@@ -563,8 +568,7 @@ def _pixel_box_fine(s: int) -> np.ndarray:
     """Weights over fine-sample offsets of (1 px box x Keys) at the fine nodes: the
     pixel-integrated kernel of one optical unknown, sampled on the fine grid."""
     sub = 64
-    kx = np.arange(-2 * sub, 2 * sub + 1) / sub
-    k = np.convolve(_keys(kx), _box_samples(s * sub))
+    k = _keys_pixel(s, sub)
     c = len(k) // 2
     idx = np.arange(-(c // sub), c // sub + 1)
     w = k[c + idx * sub]

@@ -5,6 +5,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+import targets
 
 from calib import LENS_PROFILES, SimulatedCamera
 
@@ -121,8 +122,6 @@ def test_a_plane_shared_by_the_channels_renders_like_three_equal_planes(rng):
 
 
 def test_dots_field_fill_makes_the_dots_field_overfill_the_frame_by_the_factor():
-    import targets
-
     cam = SimulatedCamera("sharp-prime", "small")
     layout = targets.make_layout("dots", paper="300x200mm")
     hom = cam.chart_homography(layout, fill=cam.dots_field_fill(layout, overfill=1.1))
@@ -134,8 +133,6 @@ def test_dots_field_fill_makes_the_dots_field_overfill_the_frame_by_the_factor()
 
 
 def test_chart_distance_gives_the_thin_lens_magnification_of_the_fill():
-    import targets
-
     cam = SimulatedCamera("sharp-prime", "small")
     layout = targets.make_layout("dots", paper="300x200mm")
     hom = cam.chart_homography(layout, fill=0.9)
