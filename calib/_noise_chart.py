@@ -13,7 +13,9 @@ Two steps, both against the ideal chart rendered through the registered geometry
    times finer than the pixels through the exact (distorted) mapping, pixels near
    markers, beyond the pattern or clipped are left out, and the PSF is solved by
    regularised least squares with positivity (:mod:`calib._psf_pattern`), one normal
-   matrix shared by the colour channels. Each PSF is solved on a support wider than the
+   matrix shared by the colour channels. At 3 samples per pixel the render is
+   integrated over the 1 px pixel box, so the unknowns are the optical PSF, and the
+   pixel box is applied to the result. Each PSF is solved on a support wider than the
    one returned, so light beyond the returned window does not bias it, then cropped.
 
 Geometry and PSF position are not separable: a coma-shifted PSF reads as a shifted
@@ -28,6 +30,7 @@ from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
+from scipy.ndimage import uniform_filter
 from scipy.optimize import least_squares
 
 import targets
@@ -242,18 +245,22 @@ RENDER_KERNEL = {1: "box", 2: "box", 3: "box"}
 NOISE_REG_SENSOR_GRID = 0.003
 #: Penalty weight at sub-pixel sampling for a sharp PSF (rms width NOISE_REG_SHARP_PX, the
 #: sensor-grid system PSF's), growing as the width to NOISE_REG_POWER up to
-#: NOISE_REG_MAX_RATIO times that width. Measured on the 1200x800 simulator
-#: (bench_noise_chart.py, 2 px core; weight used -> median R/G/B error): in focus (rms
-#: 0.6 px) 0.0001 -> 3.1/4.8/4.8 %, 0.0004 -> 5.9/3.7/6.7 %; defocused +15 (rms 1.1 px)
-#: 0 -> 16/17/25 %, 0.0003 -> 7.4/6.4/9.0 %, 0.0009 -> 7.7/7.9/8.3 %, 0.003 ->
-#: 9.9/11.8/10.2 %. Per-channel weights from each channel's width measured no better.
-NOISE_REG_SHARP = 0.0001
+#: NOISE_REG_MAX_RATIO times that width. With the optical unknowns (session 9;
+#: 1200x800 at +15, the weight at 0.55 px -> median R/G/B): 0.00001 -> 4.7/2.9/3.6 %,
+#: 0.00003 -> 6.0/3.8/3.6 %, 0.0001 -> 7.9/6.1/4.5 %, 0.0003 -> 8.9/8.2/5.2 %. Before,
+#: solving for the system PSF: in focus (rms 0.6 px) 0.0001 -> 3.1/4.8/4.8 %, 0.0004 ->
+#: 5.9/3.7/6.7 %; defocused +15 (rms 1.1 px) 0 -> 16/17/25 %, 0.0003 -> 7.4/6.4/9.0 %,
+#: 0.003 -> 9.9/11.8/10.2 %. Per-channel weights from each channel's width measured no better.
+NOISE_REG_SHARP = 0.00001
 NOISE_REG_SHARP_PX = 0.55
 NOISE_REG_MAX_RATIO = 4.0
 NOISE_REG_POWER = 1.5
 #: Penalise the gradient of the fine core as well as of the tails (penalising the tails
 #: only: 14.2 -> 17.6 % median G at +15 for weight 0.003).
 NOISE_SMOOTH_CORE = True
+#: Penalty of the pilot solves that size the PSF: almost none, but the optical unknowns
+#: have a null space (the pixel box hides 1 cycle/px), so not zero.
+PILOT_PENALTY = 1e-5
 
 
 def _noise_reg(s: int, sigma_px: float) -> float:
@@ -309,6 +316,23 @@ def _usable(layout, reg: Registration, patch, x0: int, y0: int, side: int, reach
         lo, hi = c.min(axis=0) - quiet, c.max(axis=0) + quiet
         ok &= ~((mm[:, 0] > lo[0]) & (mm[:, 0] < hi[0]) & (mm[:, 1] > lo[1]) & (mm[:, 1] < hi[1]))
     return ok.reshape(side, side)
+
+
+def _optical_unknowns(s: int) -> bool:
+    """Whether the solve at ``s`` samples per pixel is for the optical PSF (the pixel box
+    applied to the rendered pattern), not the system PSF: at odd ``s`` the 1 px box is
+    exactly ``s`` fine cells. The system PSF's sharp pixel edges are what the smoothing
+    penalty blurs; the optical PSF has none (1200x800 at +15, R/G/B median: 5.8/4.7/4.9
+    -> 4.7/2.9/3.6 % with the weight below)."""
+    return s > 1 and s % 2 == 1
+
+
+def _system_psf(fine: np.ndarray, s: int) -> np.ndarray:
+    """A solved fine PSF -> the system PSF (the pixel box applied where the solve was for
+    the optical PSF)."""
+    if not _optical_unknowns(s):
+        return fine
+    return uniform_filter(np.asarray(fine, np.float64), size=s, mode="constant")
 
 
 def _crop_psf(fine: np.ndarray, s: int, k_out: int) -> np.ndarray:
@@ -369,11 +393,13 @@ def estimate_node(data: np.ndarray, bad: np.ndarray, layout, reg: Registration, 
     dx = dy = 0.0
     for _ in range(2):
         sharp = _render_crop(values, patch, reg, (x0 - dx, y0 - dy), side, s, 0.5 * (ink_on + ink_off))
+        if _optical_unknowns(s):  # the pattern as each pixel integrates it
+            sharp = uniform_filter(sharp, size=s, mode="nearest")
         ests = estimate_psf_pattern_channels(crop, sharp, size=k_solve, oversample=s, reg=penalty,
                                              weights=use.astype(np.float64), core_px=core_px, shading=True,
                                              field_xy=field, field_reg=FIELD_SLOPE_REG,
                                              smooth_core=NOISE_SMOOTH_CORE)
-        fines = [_crop_psf(e.psf_fine, s, size) for e in ests]
+        fines = [_crop_psf(_system_psf(e.psf_fine, s), s, size) for e in ests]
         cx, cy = _centroid(fines[green], s)
         dx, dy = dx + cx, dy + cy
     # The pattern's signal in the photo (its std, less the misfit's share) over the misfit,
@@ -516,7 +542,8 @@ def noise_psf_map(data: np.ndarray, sat: np.ndarray, gi: int, layout: targets.La
         try:
             # fine core, sensor-grid tails: resolves a sharp PSF and a wide one alike
             fines = estimate_node(data, bad, layout, reg, bits, (cx, cy), green=gi, side=side,
-                                  size=17, oversample=3, core_px=CORE_PX, penalty=0.0, margin_px=1).fines
+                                  size=17, oversample=3, core_px=CORE_PX, penalty=PILOT_PENALTY,
+                                  margin_px=1).fines
         except CalibError:
             continue
         sg, ex = _width_and_extent(fines[gi][::3, ::3])
