@@ -692,6 +692,12 @@ def _map_threads(fn: Callable[[Any], Any], items: Sequence[Any], workers: int | 
             yield from pool.map(fn, items)
 
 
+def _in_box(xy: np.ndarray, x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
+    """The points of ``xy`` (n, 2) inside the box [x0, x1) x [y0, y1)."""
+    keep = (xy[:, 0] >= x0) & (xy[:, 0] < x1) & (xy[:, 1] >= y0) & (xy[:, 1] < y1)
+    return xy[keep]
+
+
 def _offsets_at_node(offsets: np.ndarray, rel_xy: np.ndarray, wts: np.ndarray) -> np.ndarray:
     """Each channel's dot-centroid offset (C, 2) at a node, from its dots' offsets
     (C, n, 2) at ``rel_xy`` (n, 2) from the node: a weighted plane read at the node.
@@ -748,6 +754,7 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
     # Markers inside the dots field and the paper around it: a dot whose cut-out reaches
     # one would see its black and white areas as PSF light, so such dots are left out.
     not_dots = _not_dots_mask(layout, reg, (h, w), grow_px=2)
+    all_pos = pos
     if not_dots.any():
         import cv2  # noqa: PLC0415
 
@@ -756,6 +763,9 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
         iyc = np.clip(np.rint(pos[:, 1]).astype(int), 0, h - 1)
         clear = dist[iyc, ixc] > reach * np.sqrt(2)
         pos, dots_mm, jac = pos[clear], dots_mm[clear], jac[clear]
+        unused = all_pos[~clear]
+    else:
+        unused = all_pos[:0]
     bad = (sat if sat.ndim == 3 else sat[..., None]) | not_dots[..., None]
     # Each channel's dot centroids, measured directly: their offsets from the registered
     # dot centres give green's centring and the lateral colour at sub-pixel precision,
@@ -797,6 +807,14 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
     # First every node's neighbourhood (cheap), then the PSF solves, which are
     # independent, on a thread pool: their heavy parts (sparse products, LAPACK) release
     # the GIL, and one BLAS thread per solve keeps the cores from being oversubscribed.
+    # A lens whose PSF changes fast across the field (the case the denser-grid note is
+    # about) changes in shape and orientation too, not only in width: its nodes fit the
+    # field as quadratic across their dots (soft-zoom, 1200x800, R/G/B median in focus
+    # 8.6/10.5/11.5 -> 7.5/8.4/9.1 %, worst B 42 -> 22 %; +15 steps 10.0/10.2/10.9 ->
+    # 7.1/9.0/10.3 %; 3.5x its solve time). Everywhere else the linear field: vintage,
+    # whose width changes by at most 14 % between nodes, went 5.5/9.2 -> 6.2/13.3 % in
+    # green with the extra unknowns.
+    field_order = 2 if s > 1 and float(width_field.log_gradient_per_px.max()) * spacing > GRID_CHANGE_NOTE else 1
     jobs = []
     for i, y in enumerate(ys):
         for j, x in enumerate(xs):
@@ -842,6 +860,9 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
                 dot_ellipse=e, size=psf_size, oversample=s, mask=bad[y0:y1, x0:x1], weights=wts,
                 reg=node_reg[i, j], iterations=100, core_px=core_px, min_snr=DOTS_MIN_SNR, slope_radius=SLOPE_RADIUS,
                 node_xy=(x - x0 + shift[0], y - y0 + shift[1]) if lopsided else None,
+                field_order=field_order,
+                other_xy=_in_box(np.vstack([pos[order[n_gather:]], unused]), x0 - pad, y0 - pad, x1 + pad, y1 + pad)
+                - [x0, y0] + shift,
             )
             jobs.append((i, j, x, y, float(dn[0]), data[y0:y1, x0:x1], cen - [x0, y0] + shift, kwargs))
 

@@ -12,7 +12,8 @@ densely (shift-and-add). We
 2. solve for ``o`` on a grid ``s`` times finer than the pixels (Keys-interpolated
    between nodes) in one regularised, non-negative least-squares fit of
    ``dot * pixel * o`` to all the scattered samples, the dot and pixel shapes known
-   analytically (optionally with ``o`` varying linearly across the neighbourhood);
+   analytically (optionally with ``o`` varying linearly or quadratically across the
+   neighbourhood);
 3. apply the pixel box to ``o`` at the fine nodes: the system PSF ``p`` at ``s``
    samples per pixel, and every ``s``-th sample of it on the sensor grid, sum 1.
 
@@ -115,6 +116,8 @@ def estimate_psf_dots(
     node_xy: tuple[float, float] | None = None,
     slope_radius: float = 1.0,
     core_px: float | None = None,
+    other_xy: np.ndarray | None = None,
+    field_order: int = 1,
 ) -> DotsPSF:
     """Estimate the local system PSF from dots at known sub-pixel centres.
 
@@ -164,6 +167,14 @@ def estimate_psf_dots(
         and describe the PSF beyond by sensor-grid tents (default: fine everywhere).
         A defocused PSF with a sharp core and a wide halo then needs a few hundred
         unknowns instead of thousands: the core is resolved, the halo stays quiet.
+    other_xy : ndarray (m, 2), optional, keyword-only
+        Centres (crop pixels) of further dots in the crop that are not fitted (beyond
+        the neighbourhood, or too near a marker): their light is kept out of the
+        background estimate as well. A wide PSF's faint halo around them would
+        otherwise tilt the background plane and shift the PSF (0.1 px in a soft corner).
+    field_order : {1, 2}, keyword-only
+        With ``node_xy``: the PSF varies linearly (1) or quadratically (2, adding
+        ``dx^2 Pxx + dx dy Pxy + dy^2 Pyy``; from 12 dots) across the neighbourhood.
 
     Returns
     -------
@@ -195,7 +206,8 @@ def estimate_psf_dots(
     support = r + dot_r + 1.0  # beyond this a dot's light is negligible by construction
     half = int(np.ceil(support)) + 1
     yy, xx = np.mgrid[-half:half + 1, -half:half + 1]
-    far = _far_from_dots((h, w), centres, support)
+    lit = centres if other_xy is None else np.vstack([centres, np.reshape(other_xy, (-1, 2))])
+    far = _far_from_dots((h, w), lit, support)
     planes = _background_planes(img3, far, mask3)
     n_sat = n_noisy = 0
     dot_w = np.ones(len(centres)) if weights is None else np.asarray(weights, dtype=np.float64)
@@ -301,14 +313,17 @@ def estimate_psf_dots(
         else:
             a1 = _sample_matrix(t, sw, ell, s1, r1 * s1)
             synth1 = _synth(r1, s1, None)
-        slopes = sp.hstack([sp.diags(d[:, 0]) @ a1, sp.diags(d[:, 1]) @ a1]).tocsr()
+        terms = [d[:, 0], d[:, 1]]
+        if field_order >= 2 and len(sigs) >= 12:
+            terms += [d[:, 0] ** 2, d[:, 0] * d[:, 1], d[:, 1] ** 2]
+        slopes = sp.hstack([sp.diags(tm) @ a1 for tm in terms]).tocsr()
         cross = (amat.T @ slopes).tocsr()
         sts = (slopes.T @ slopes).tocsr()
         # Relative to P0's data energy (the slope columns are P0's scaled by offsets of
         # rms 1); a coarser slope grid has columns of another size: its own energy.
         slope_scale = scale if s1 == s else float(sts.diagonal().mean())
         pen1 = (SLOPE_REG * slope_scale) * _penalty(r1, s1, core_px if s1 == s else None, ridge=True)
-        hmat = sp.bmat([[ata, cross], [cross.T, sts + sp.block_diag([pen1, pen1])]]).tocsr()
+        hmat = sp.bmat([[ata, cross], [cross.T, sts + sp.block_diag([pen1] * len(terms))]]).tocsr()
         amat = sp.hstack([amat, slopes]).tocsr()
     else:
         hmat = ata
