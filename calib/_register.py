@@ -262,7 +262,11 @@ def register_chart(
     dots_mm = np.array([(d.x_mm, d.y_mm) for d in layout.dots])
     pitch_mm = float(layout.params.get("dot_pitch_mm", 0.0)) or _nearest_spacing(dots_mm)
     px_per_mm = float(np.sqrt(abs(np.linalg.det(base.jacobian(dots_mm[:1])[0]))))
-    half = int(max(3, min(0.4 * pitch_mm * px_per_mm, 12)))
+    # Windows reach half-way to the next dot: a soft lens's comatic corner PSF keeps
+    # light 11-14 px out, and a window that cuts it off pulls the centroid towards the
+    # core (soft-zoom +15 steps, 28 px pitch: the fitted geometry 0.163 -> 0.099 px from
+    # the true dot positions at 0.4 of the pitch -> 0.5; sharp-prime and vintage unchanged).
+    half = int(max(3, min(0.5 * pitch_mm * px_per_mm, 14)))
     # Large white areas (a marker's quiet zone, the paper around the dots' field) spread
     # a faint halo (flare, the PSF's wings) over the first dots around them, which
     # shifts their centroids by tenths of a pixel even with the sloped background
