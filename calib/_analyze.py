@@ -804,17 +804,19 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
     # the estimate describes the node even where the PSF changes across the field; nodes
     # beyond the dotted area (frame corners) take the nearest dots, flagged as extrapolated.
     spacing = max(np.diff(xs).max() if nx > 1 else w, np.diff(ys).max() if ny > 1 else h)
+    # A lens whose PSF changes fast across the field (the case the denser-grid note is
+    # about) changes in shape and orientation too, not only in width: all its nodes fit
+    # the field as quadratic across their dots (soft-zoom, 1200x800, R/G/B median in
+    # focus 9.7/11.0/12.0 -> 8.0/9.3/9.5 %, worst B 39 -> 22 %; +15 steps 10.1/10.3/10.9
+    # -> 8.3/9.2/10.1 %; 3.5x its solve time). Turned on only at the nodes where the
+    # width itself changes fast, it gained less (+15, green: 10.0 against 9.0 % at 5
+    # samples per pixel). Other lenses keep the linear field: vintage's
+    # width changes by at most 14 % between nodes, and its green went 5.5/9.2 ->
+    # 6.2/13.3 % (rendered at 5 samples per pixel) with the extra unknowns.
+    field_order = 2 if s > 1 and float(width_field.log_gradient_per_px.max()) * spacing > GRID_CHANGE_NOTE else 1
     # First every node's neighbourhood (cheap), then the PSF solves, which are
     # independent, on a thread pool: their heavy parts (sparse products, LAPACK) release
     # the GIL, and one BLAS thread per solve keeps the cores from being oversubscribed.
-    # A lens whose PSF changes fast across the field (the case the denser-grid note is
-    # about) changes in shape and orientation too, not only in width: its nodes fit the
-    # field as quadratic across their dots (soft-zoom, 1200x800, R/G/B median in focus
-    # 8.6/10.5/11.5 -> 7.5/8.4/9.1 %, worst B 42 -> 22 %; +15 steps 10.0/10.2/10.9 ->
-    # 7.1/9.0/10.3 %; 3.5x its solve time). Everywhere else the linear field: vintage,
-    # whose width changes by at most 14 % between nodes, went 5.5/9.2 -> 6.2/13.3 % in
-    # green with the extra unknowns.
-    field_order = 2 if s > 1 and float(width_field.log_gradient_per_px.max()) * spacing > GRID_CHANGE_NOTE else 1
     jobs = []
     for i, y in enumerate(ys):
         for j, x in enumerate(xs):

@@ -186,6 +186,8 @@ def estimate_psf_dots(
         No usable dot (all saturated or too noisy, or outside the crop).
     """
     s = check_estimate_request(size, oversample)
+    if field_order not in (1, 2):
+        raise CalibError(f"field_order {field_order} must be 1 (linear) or 2 (quadratic)")
     image = np.asarray(image, dtype=np.float64)
     multi = image.ndim == 3
     img3 = image if multi else image[..., None]

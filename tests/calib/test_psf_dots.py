@@ -157,3 +157,9 @@ def test_unfitted_dots_in_the_crop_are_kept_out_of_the_background(rng):
     alone = estimate_psf_dots(photo[:y1, :x1], fit, **kw)
     named = estimate_psf_dots(photo[:y1, :x1], fit, **kw, other_xy=rest)
     assert rel_l2(named.psf, truth) < 0.85 * rel_l2(alone.psf, truth)
+
+
+def test_field_order_other_than_linear_or_quadratic_is_refused(dots_photo):
+    image, centres, _ = dots_photo
+    with pytest.raises(CalibError, match=r"field_order 3 must be 1 \(linear\) or 2 \(quadratic\)"):
+        estimate_psf_dots(image, centres, dot_ellipse=1.0, size=9, node_xy=(100.0, 100.0), field_order=3)
