@@ -77,19 +77,14 @@ def main() -> None:
                                   lat[0, i, j, 1] - lat[2, i, j, 1] - (r.y_px - b.y_px))
     print(f"R-B lateral colour from dot centroids vs true centroids: max {np.nanmax(errs):.3f} "
           f"median {np.nanmedian(errs):.3f} px")
-    mm = np.array([(d.x_mm, d.y_mm) for d in layout.dots])
-    v = np.c_[mm, np.ones(len(mm))] @ shot.homography.T
-    true_xy = cam.distortion.distort(v[:, :2] / v[:, 2:])
-    w, h = cam.image_size
-    framed = (true_xy[:, 0] >= 0) & (true_xy[:, 1] >= 0) & (true_xy[:, 0] <= w - 1) & (true_xy[:, 1] <= h - 1)
-    fit_xy = res.registration.chart_to_image(mm[framed])
     # A dot is recorded where its green PSF's centroid lies; off axis that is not the
     # chief ray (coma moves it by up to ~0.7 px on the soft lenses), so both are shown.
-    dots_g = [cam.true_psf_centroid(x, y, "G", **kw) for x, y in true_xy[framed]]
-    dot_xy = np.array([(p.x_px, p.y_px) for p in dots_g])
-    for name, ref in (("true dot positions (green PSF centroids)", dot_xy), ("chief-ray positions", true_xy[framed])):
+    dots = cam.true_dot_positions(layout, shot)
+    fit_xy = res.registration.chart_to_image(dots.chart_mm)
+    for name, ref in (("true dot positions (green PSF centroids)", dots.recorded_px),
+                      ("chief-ray positions", dots.chief_ray_px)):
         de = np.hypot(*(fit_xy - ref).T)
-        print(f"distortion/registration vs {name}: {framed.sum()} dots in the frame, rms "
+        print(f"distortion/registration vs {name}: {len(dots.chart_mm)} dots in the frame, rms "
               f"{np.sqrt((de**2).mean()):.3f} px max {de.max():.3f} px")
     print(f"registration residual over {res.registration.n_points} measured dots: rms "
           f"{res.registration.residual_rms_px:.3f} px max {res.registration.residual_max_px:.3f} px")

@@ -16,6 +16,7 @@ from ._sim import (
     SensorModel,
     SimShot,
     SimulatedCamera,
+    TrueDots,
     psf_centroid_px,
 )
 from ._db import (
@@ -73,6 +74,7 @@ __all__ = [
     "SensorModel",
     "SimShot",
     "SimulatedCamera",
+    "TrueDots",
     "psf_centroid_px",
     "FLAG_OK",
     "FLAG_FILLED",

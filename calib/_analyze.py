@@ -754,7 +754,7 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
     # Markers inside the dots field and the paper around it: a dot whose cut-out reaches
     # one would see its black and white areas as PSF light, so such dots are left out.
     not_dots = _not_dots_mask(layout, reg, (h, w), grow_px=2)
-    all_pos = pos
+    unused = pos[:0]  # dots left out: not fitted, but their light is in the photo
     if not_dots.any():
         import cv2  # noqa: PLC0415
 
@@ -762,10 +762,8 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
         ixc = np.clip(np.rint(pos[:, 0]).astype(int), 0, w - 1)
         iyc = np.clip(np.rint(pos[:, 1]).astype(int), 0, h - 1)
         clear = dist[iyc, ixc] > reach * np.sqrt(2)
+        unused = pos[~clear]
         pos, dots_mm, jac = pos[clear], dots_mm[clear], jac[clear]
-        unused = all_pos[~clear]
-    else:
-        unused = all_pos[:0]
     bad = (sat if sat.ndim == 3 else sat[..., None]) | not_dots[..., None]
     # Each channel's dot centroids, measured directly: their offsets from the registered
     # dot centres give green's centring and the lateral colour at sub-pixel precision,

@@ -316,7 +316,7 @@ def estimate_psf_dots(
             a1 = _sample_matrix(t, sw, ell, s1, r1 * s1)
             synth1 = _synth(r1, s1, None)
         terms = [d[:, 0], d[:, 1]]
-        if field_order >= 2 and len(sigs) >= 12:
+        if field_order == 2 and len(sigs) >= 12:
             terms += [d[:, 0] ** 2, d[:, 0] * d[:, 1], d[:, 1] ** 2]
         slopes = sp.hstack([sp.diags(tm) @ a1 for tm in terms]).tocsr()
         cross = (amat.T @ slopes).tocsr()
@@ -348,10 +348,10 @@ def estimate_psf_dots(
         x0[cols, :, 0] = cho_solve(cho_factor(hc, check_finite=False), rhs[:, cols], check_finite=False).T
     x = _nonneg_fista(hcs, rhs.T[:, :, None], x0, iterations, n_constrained=nn)[:, :nn, 0].T
     coarse_all, fine_all = [], []
+    box = _pixel_box_fine(s) if s > 1 else None
     for c in range(nc):
         p = (synth @ x[:, c]).reshape(n, n)
-        if s > 1:  # the optical unknowns -> the system PSF's fine samples (the pixel applied)
-            box = _pixel_box_fine(s)
+        if box is not None:  # the optical unknowns -> the system PSF's fine samples (the pixel applied)
             p = convolve1d(convolve1d(p, box, axis=0, mode="constant"), box, axis=1, mode="constant")
             p = np.clip(p, 0, None)  # the Keys kernel's small negative lobes, where o ends
         if p.sum() <= 0:

@@ -1,5 +1,5 @@
 """The simulated lens + sensor: ground-truth PSFs and camera-like shots (private)."""
-from ._camera import PointPx, RadialDistortion, SimShot, SimulatedCamera, psf_centroid_px
+from ._camera import PointPx, RadialDistortion, SimShot, SimulatedCamera, TrueDots, psf_centroid_px
 from ._lens import LENS_PROFILES, LensProfile
 from ._sensor import SENSOR_PRESETS, SensorModel
 
@@ -12,5 +12,6 @@ __all__ = [
     "SensorModel",
     "SimShot",
     "SimulatedCamera",
+    "TrueDots",
     "psf_centroid_px",
 ]

@@ -72,6 +72,26 @@ class SimShot:
     cfa: str = field(default="RGGB")
 
 
+@dataclass(frozen=True)
+class TrueDots:
+    """Where a chart's dots land in a simulated shot: those whose chief ray is in the frame.
+
+    Attributes
+    ----------
+    chart_mm : ndarray (n, 2)
+        The dots' centres on the chart, millimetres.
+    chief_ray_px : ndarray (n, 2)
+        Where their chief rays meet the sensor (homography, then distortion), pixels.
+    recorded_px : ndarray (n, 2)
+        Where the photo records them: their green PSFs' centroids (off axis, coma moves
+        these off the chief rays), pixels.
+    """
+
+    chart_mm: np.ndarray
+    chief_ray_px: np.ndarray
+    recorded_px: np.ndarray
+
+
 def psf_centroid_px(psf: np.ndarray, *, oversample: int = 1) -> PointPx:
     """Centroid of ``psf`` relative to its centre sample, in sensor pixels."""
     p = np.asarray(psf, dtype=np.float64)
@@ -386,6 +406,21 @@ class SimulatedCamera:
                             oversample=_CENTROID_OVERSAMPLE)
         c = psf_centroid_px(psf, oversample=_CENTROID_OVERSAMPLE)
         return PointPx(x + c.x_px, y + c.y_px)
+
+    def true_dot_positions(self, layout, shot: SimShot) -> TrueDots:
+        """The true positions of ``layout``'s dots in ``shot`` (a shot of that chart),
+        for the dots whose chief ray lands in the frame."""
+        if shot.homography is None:
+            raise CalibError("the shot is not of a chart (no homography); shoot a targets.Layout")
+        mm = np.array([(d.x_mm, d.y_mm) for d in layout.dots], np.float64).reshape(-1, 2)
+        v = np.c_[mm, np.ones(len(mm))] @ np.asarray(shot.homography).T
+        chief = self.distortion.distort(v[:, :2] / v[:, 2:])
+        w, h = self.image_size
+        framed = (chief[:, 0] >= 0) & (chief[:, 1] >= 0) & (chief[:, 0] <= w - 1) & (chief[:, 1] <= h - 1)
+        kw = dict(focus_position=shot.focus_position, object_distance_m=shot.object_distance_m)
+        recorded = [self.true_psf_centroid(x, y, "G", **kw) for x, y in chief[framed]]
+        return TrueDots(mm[framed], chief[framed],
+                        np.array([(p.x_px, p.y_px) for p in recorded], np.float64).reshape(-1, 2))
 
     def true_psf_map(
         self,

@@ -130,14 +130,9 @@ def test_a_psf_width_changing_fast_between_nodes_suggests_a_denser_grid():
 def test_fitted_distortion_predicts_the_dot_positions_within_a_tenth_of_a_pixel(defocused):
     # A dot is recorded where its green PSF's centroid lies (off axis not the chief ray);
     # measured 0.027 px max.
-    model, layout, shot, fp, dist, res, _truth = defocused
-    mm = np.array([(d.x_mm, d.y_mm) for d in layout.dots])
-    v = np.c_[mm, np.ones(len(mm))] @ shot.homography.T
-    chief = model.distortion.distort(v[:, :2] / v[:, 2:])
-    w, h = SENSOR.width_px, SENSOR.height_px
-    inside = (chief[:, 0] > 0) & (chief[:, 1] > 0) & (chief[:, 0] < w - 1) & (chief[:, 1] < h - 1)
-    dots = [model.true_psf_centroid(x, y, "G", focus_position=fp, object_distance_m=dist) for x, y in chief[inside]]
-    err = np.hypot(*(res.registration.chart_to_image(mm[inside]) - [(p.x_px, p.y_px) for p in dots]).T)
+    model, layout, shot, _fp, _dist, res, _truth = defocused
+    dots = model.true_dot_positions(layout, shot)
+    err = np.hypot(*(res.registration.chart_to_image(dots.chart_mm) - dots.recorded_px).T)
     assert err.max() < 0.1
 
 

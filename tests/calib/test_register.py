@@ -81,12 +81,6 @@ def test_geometry_of_a_soft_defocused_lens_predicts_its_dot_positions_within_0_1
     focus = round(cam.best_focus_position(dist)) + 15
     shot = cam.shoot(layout, focus_position=focus, object_distance_m=dist, fill=fill)
     reg = register_chart(shot.rgb_linear[..., 1], layout)
-    mm = np.array([(d.x_mm, d.y_mm) for d in layout.dots])
-    v = np.c_[mm, np.ones(len(mm))] @ shot.homography.T
-    chief = cam.distortion.distort(v[:, :2] / v[:, 2:])
-    w, h = cam.image_size
-    framed = (chief[:, 0] >= 0) & (chief[:, 1] >= 0) & (chief[:, 0] <= w - 1) & (chief[:, 1] <= h - 1)
-    kw = dict(focus_position=focus, object_distance_m=dist)
-    recorded = np.array([(p.x_px, p.y_px) for p in (cam.true_psf_centroid(x, y, "G", **kw) for x, y in chief[framed])])
-    err = np.hypot(*(reg.chart_to_image(mm[framed]) - recorded).T)
+    dots = cam.true_dot_positions(layout, shot)
+    err = np.hypot(*(reg.chart_to_image(dots.chart_mm) - dots.recorded_px).T)
     assert err.max() < 0.1

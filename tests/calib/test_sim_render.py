@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import targets
 
-from calib import LENS_PROFILES, SimulatedCamera
+from calib import LENS_PROFILES, CalibError, SimulatedCamera
 
 from _simtools import TINY
 
@@ -140,3 +140,27 @@ def test_chart_distance_gives_the_thin_lens_magnification_of_the_fill():
     f = cam.focal_length_mm
     px_per_mm = f / (d_mm - f) * 1000 / cam.sensor.pixel_pitch_um
     assert px_per_mm == pytest.approx(float(np.hypot(hom[0, 0], hom[1, 0])), rel=1e-9)
+
+
+def test_true_dot_positions_keep_the_framed_dots_with_their_recorded_centroids():
+    cam = SimulatedCamera("soft-zoom", TINY, seed=2, render_oversample=3)
+    layout = targets.make_layout("dots", paper="300x200mm")
+    shot = cam.shoot(layout, focus_position=round(cam.best_focus_position(DIST)), object_distance_m=DIST,
+                     fill=cam.dots_field_fill(layout))
+    dots = cam.true_dot_positions(layout, shot)
+    w, h = cam.image_size
+    assert 0 < len(dots.chart_mm) < len(layout.dots)  # the field overfills the frame
+    assert dots.chief_ray_px.min() >= 0 and dots.chief_ray_px[:, 0].max() <= w - 1
+    assert dots.chief_ray_px[:, 1].max() <= h - 1
+    # each recorded position is its green PSF's centroid, off the chief ray by the coma
+    k = int(np.argmax(np.hypot(*(dots.chief_ray_px - [(w - 1) / 2, (h - 1) / 2]).T)))
+    g = cam.true_psf_centroid(*dots.chief_ray_px[k], "G", focus_position=shot.focus_position,
+                              object_distance_m=DIST)
+    np.testing.assert_allclose(dots.recorded_px[k], [g.x_px, g.y_px])
+
+
+def test_true_dot_positions_of_a_shot_without_a_chart_are_refused():
+    cam = SimulatedCamera("sharp-prime", TINY)
+    shot = cam.shoot(_point_scene(10, 10), focus_position=300, object_distance_m=DIST)
+    with pytest.raises(CalibError, match="not of a chart"):
+        cam.true_dot_positions(targets.make_layout("dots", paper="300x200mm"), shot)
