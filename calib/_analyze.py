@@ -26,6 +26,7 @@ from ._chart_mtf import measure_chart_mtf
 from ._db import describe_key
 from ._errors import CalibError
 from ._imageio import LinearImage, load_linear
+from ._lateral import fit_lateral_colour
 from ._psf_dots import estimate_psf_dots
 from ._psfmap import FLAG_FILLED, FLAG_NOISY, FLAG_SATURATED, PSFMap
 from ._records import CalibrationKey, MTFRecord, NoiseModel, ShotMetadata
@@ -58,9 +59,11 @@ class AnalysisResult:
     notes : tuple of str
         Warnings worth showing (filled nodes, saturated dots ...).
     lateral_colour_px : ndarray (C, ny, nx, 2) or None
-        Each channel's centroid offset (x, y) from green's at every node, pixels, measured
-        from the dots' centroids per channel (NaN where a node had too few dots; None for
-        the noise chart). Red minus blue is the lateral colour.
+        Each channel's centroid offset (x, y) from green's at every node, pixels: a radial
+        model (scale polynomial in the radius about the optical centre, plus a translation)
+        fitted to every dot's centroid per channel; where fewer than 30 dots were measured,
+        a plane through the node's nearest dots (NaN where those are too few; None for the
+        noise chart). Red minus blue is the lateral colour.
     mtf : tuple of MTFRecord
         The chart's edge and grating MTFs (:func:`calib.measure_chart_mtf`; empty for a
         chart without edges or gratings), flagged items included with their flags.
@@ -774,6 +777,13 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
     for c, (cen_c, ok_c) in enumerate(per_channel):
         offsets[c, ok_c] = cen_c[ok_c] - pos[ok_c]
     offsets_ok = np.isfinite(offsets).all(axis=(0, 2))
+    lateral_model = fit_lateral_colour(offsets - offsets[gi], pos, centre_xy_px=reg.centre_xy_px,
+                                       norm_radius_px=reg.norm_radius_px)
+    if lateral_model is not None:
+        corner = lateral_model.at([(0.0, 0.0)])[:, 0]
+        _progress("analyze: lateral colour at the top-left corner " + ", ".join(
+            f"{ch}-{channels[gi]} ({corner[c, 0]:+.2f}, {corner[c, 1]:+.2f}) px" for c, ch in enumerate(channels)
+            if c != gi) + f"; dots' rms misfit {lateral_model.residual_rms_px.max():.3f} px", progress)
     xs, ys = _grid_nodes(w, h, grid)
     ny, nx = len(ys), len(xs)
     nc = len(channels)
@@ -836,9 +846,11 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
             y0 = max(0, int(np.floor(cen[:, 1].min())) - pad)
             x1 = min(w, int(np.ceil(cen[:, 0].max())) + pad + 1)
             y1 = min(h, int(np.ceil(cen[:, 1].max())) + pad + 1)
-            # Lateral colour and green's centring vary smoothly and are read off a plane
-            # through the dots' centroid offsets: these take OFFSET_DOTS dots whatever the
-            # PSF does (soft-zoom +15, worst node R-B error: 25 dots 0.17 px, 40 0.11, 80 0.07).
+            # Green's centring varies smoothly and is read off a plane through the dots'
+            # centroid offsets: these take OFFSET_DOTS dots whatever the PSF does
+            # (soft-zoom +15, worst node R-B error: 25 dots 0.17 px, 40 0.11, 80 0.07,
+            # when lateral colour was read the same way). Lateral colour comes from the
+            # frame's radial model where there is one.
             near_off = order[:OFFSET_DOTS]
             w_off = np.exp(-0.5 * ((dist[near_off] - dn[0]) / sigma) ** 2)
             okn = offsets_ok[near_off]
@@ -848,6 +860,8 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
                 shift = node_off[gi]
             else:
                 shift = np.zeros(2)
+            if lateral_model is not None:
+                lateral[:, i, j] = lateral_model.at([(x, y)])[:, 0]
             # The linear-field fit where the dots lie on one side of the node by more than
             # LOPSIDED (frame edges, markers); elsewhere the weighted mean describes it.
             rel = cen - [x, y]
