@@ -7,8 +7,9 @@ figures of bench/bench_noise_chart.py). The chart overfills the frame as SimCame
 a noise chart, its cells image to 2.3 pixels (a non-integer size, so cell edges fall at
 every sub-pixel phase), and the lens's distortion is switched off where PSFs are compared
 (the registration test keeps it). On the 480x320 sensor every node is an edge or corner
-node, read off a crop that cannot be centred on it; the full-frame bench
-(bench/bench_noise_chart.py, distortion on) reads 3.8/3.2/3.5 % median R/G/B in focus.
+node, read off a crop that cannot be centred on it. These shots are rendered at 3 scene
+samples per pixel, the solve's own discretisation; the full-frame bench renders at 5 and
+reads 4.1/6.9/4.4 % median R/G/B in focus (2.8/2.3/3.4 % at 3; see the README).
 """
 from __future__ import annotations
 
