@@ -552,8 +552,8 @@ SLOPE_RADIUS = 0.5
 # 21 -> 24 %); sharp-prime and vintage in focus never stray. Not everywhere better: the
 # 720x480 test sensor's soft-zoom corner at +12 steps went 0.13 -> 0.17 px (its dots'
 # plane extrapolates there too); 0.15 kept that corner but only halved the 1200x800
-# errors. The dot centroids also give ``lateral_colour_px`` (0.005 px median, 0.03 px
-# worst against the truth).
+# errors. The dots' offsets there come from the frame's radial lateral-colour model
+# (``_lateral``; worst node 0.004-0.016 px against the truth, 1200x800 at 5 samples/px).
 RB_FIT_STRAY_PX = 0.05
 # A node is in a hole of the dots field when its dots' weighted rms distance exceeds
 # HOLE_SPREAD times the median node's and their weighted centre lies within HOLE_CENTRED
@@ -811,6 +811,9 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
     psf = np.zeros((nc, ny, nx, kf, kf), np.float32)
     flags = np.zeros((nc, ny, nx), np.uint8)
     lateral = np.full((nc, ny, nx, 2), np.nan)
+    if lateral_model is not None:
+        node_xy = np.stack(np.meshgrid(xs, ys, indexing="xy"), axis=-1).reshape(-1, 2)
+        lateral[:] = lateral_model.at(node_xy).reshape(nc, ny, nx, 2)
     have = np.zeros((ny, nx), bool)
     notes: list[str] = []
     n_extrap = 0
@@ -863,12 +866,11 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
             okn = offsets_ok[near_off]
             if okn.sum() >= 3:
                 node_off = _offsets_at_node(offsets[:, near_off[okn]], pos[near_off[okn]] - [x, y], w_off[okn])
-                lateral[:, i, j] = node_off - node_off[gi]
+                if lateral_model is None:
+                    lateral[:, i, j] = node_off - node_off[gi]
                 shift = node_off[gi]
             else:
                 shift = np.zeros(2)
-            if lateral_model is not None:
-                lateral[:, i, j] = lateral_model.at([(x, y)])[:, 0]
             # The linear-field fit where the dots lie on one side of the node by more than
             # LOPSIDED (frame edges, markers); elsewhere the weighted mean describes it.
             rel = cen - [x, y]

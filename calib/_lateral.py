@@ -6,11 +6,11 @@ from dataclasses import dataclass
 import numpy as np
 
 #: Powers of rho in the radial scale (rho^0 .. rho^(RADIAL_TERMS-1)), the form of
-#: lensfun's "poly3" TCA model. Fitted to the dot-centroid offsets of the 1200x800
-#: bench (rendered at 5 samples/px, R-B against the truth at 6x9 nodes, worst node):
-#: 3 terms 0.003-0.021 px over the three lenses in focus and at +15 steps; 4 terms
-#: reached 0.039 px (soft-zoom +15: the cubic swings beyond the outermost dots) and 5
-#: terms 0.061 px.
+#: lensfun's "poly3" TCA model. Fitted (without the translation) to the dot-centroid
+#: offsets of the 1200x800 bench (rendered at 5 samples/px, R-B against the truth at
+#: 6x9 nodes, worst node): 3 terms 0.003-0.021 px over the three lenses in focus and at
+#: +15 steps; 4 terms reached 0.039 px (soft-zoom +15: the cubic swings beyond the
+#: outermost dots) and 5 terms 0.061 px.
 RADIAL_TERMS = 3
 #: Dots that miss the fit by more than this multiple of the median miss are left out
 #: and the fit repeated (dots near a marker's quiet zone, a defect on the print):
@@ -76,7 +76,7 @@ def fit_lateral_colour(shift_px: np.ndarray, xy: np.ndarray, *, centre_xy_px: tu
     Returns
     -------
     LateralColourModel or None
-        None when fewer than MIN_DOTS dots were measured in every channel.
+        None when fewer than MIN_DOTS dots were measured in all channels.
 
     Why one model for the frame: a dot's centroid carries ~0.03 px of noise (1200x800,
     vintage at +15 steps), and a plane through the 80 dots near a frame corner,
