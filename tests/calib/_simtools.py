@@ -31,3 +31,19 @@ def moments(psf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     dx, dy = gx - mx, gy - my
     cov = np.array([[(p * dx * dx).sum(), (p * dx * dy).sum()], [(p * dx * dy).sum(), (p * dy * dy).sum()]])
     return np.array([mx, my]), cov
+
+
+def shoot_full_frame_dots(model, defocus: int):
+    """The analysis bench's dots shot: the chart made for ``model``'s framing and
+    overfilling the frame (its inner markers in view), ``defocus`` steps past best focus.
+
+    Returns (layout, focus position, distance in m, the shot)."""
+    import targets  # noqa: PLC0415
+
+    probe = targets.make_layout("dots", paper="300x200mm")
+    fill = model.dots_field_fill(probe)
+    dist = model.chart_distance_m(probe, fill=fill)
+    layout = targets.make_layout("dots", paper="300x200mm", pixel_pitch_um=model.sensor.pixel_pitch_um,
+                                 focal_mm=model.focal_length_mm, distance_m=dist)
+    fp = round(model.best_focus_position(dist)) + defocus
+    return layout, fp, dist, model.shoot(layout, focus_position=fp, object_distance_m=dist, fill=fill)

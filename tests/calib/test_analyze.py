@@ -10,6 +10,8 @@ import calib
 import targets
 from calib import SensorModel, SimulatedCamera
 
+from _simtools import shoot_full_frame_dots
+
 SENSOR = SensorModel(name="t", width_px=720, height_px=480, pixel_pitch_um=5.0)
 GRID = (2, 3)
 FILL = 1.3  # the dots reach the frame corners; the inner markers stay in view
@@ -294,13 +296,7 @@ def vintage_full_frame():
     # The bench's framing: 1200x800, the chart overfilling the frame, 5 scene samples
     # per pixel, a realistic noise level.
     model = SimulatedCamera("vintage", "small", seed=1, render_oversample=5)
-    probe = targets.make_layout("dots", paper="300x200mm")
-    fill = model.dots_field_fill(probe)
-    dist = model.chart_distance_m(probe, fill=fill)
-    layout = targets.make_layout("dots", paper="300x200mm", pixel_pitch_um=model.sensor.pixel_pitch_um,
-                                 focal_mm=model.focal_length_mm, distance_m=dist)
-    fp = round(model.best_focus_position(dist))
-    shot = model.shoot(layout, focus_position=fp, object_distance_m=dist, fill=fill)
+    layout, fp, dist, shot = shoot_full_frame_dots(model, 0)
     img = calib.LinearImage(shot.rgb_linear, ("R", "G", "B"), 0, 1, shot.rgb_linear >= 0.999, shot.metadata)
     res = calib.analyze_images([img], layout, grid=(6, 9))
     pm = res.psf_map

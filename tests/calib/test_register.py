@@ -8,6 +8,8 @@ import targets
 from calib import CalibError
 from calib._register import register_chart
 
+from _simtools import shoot_full_frame_dots
+
 
 @pytest.fixture(scope="module")
 def dots_chart():
@@ -73,13 +75,7 @@ def test_geometry_of_a_soft_defocused_lens_predicts_its_dot_positions_within_0_1
     from calib import SimulatedCamera  # noqa: PLC0415
 
     cam = SimulatedCamera("soft-zoom", "small", seed=1, render_oversample=3)
-    probe = targets.make_layout("dots", paper="300x200mm")
-    fill = cam.dots_field_fill(probe)
-    dist = cam.chart_distance_m(probe, fill=fill)
-    layout = targets.make_layout("dots", paper="300x200mm", pixel_pitch_um=cam.sensor.pixel_pitch_um,
-                                 focal_mm=cam.focal_length_mm, distance_m=dist)
-    focus = round(cam.best_focus_position(dist)) + 15
-    shot = cam.shoot(layout, focus_position=focus, object_distance_m=dist, fill=fill)
+    layout, _fp, _dist, shot = shoot_full_frame_dots(cam, 15)
     reg = register_chart(shot.rgb_linear[..., 1], layout)
     dots = cam.true_dot_positions(layout, shot)
     err = np.hypot(*(reg.chart_to_image(dots.chart_mm) - dots.recorded_px).T)
