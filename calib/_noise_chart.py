@@ -15,8 +15,10 @@ Two steps, both against the ideal chart rendered through the registered geometry
    regularised least squares with positivity (:mod:`calib._psf_pattern`), one normal
    matrix shared by the colour channels. At 3 samples per pixel the render is
    integrated over the 1 px pixel box, so the unknowns are the optical PSF, and the
-   pixel box is applied to the result. Each PSF is solved on a support wider than the
-   one returned, so light beyond the returned window does not bias it, then cropped.
+   pixel box is applied to the result, and the fine cell's box the render averaged the
+   pattern over is put back (:func:`_system_psf`). Each PSF is solved on a support wider
+   than the one returned, so light beyond the returned window does not bias it, then
+   cropped.
 
 Geometry and PSF position are not separable: a coma-shifted PSF reads as a shifted
 chart. The fitted geometry absorbs the smooth part of that, and every node's PSFs are
@@ -30,7 +32,7 @@ from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
-from scipy.ndimage import uniform_filter
+from scipy.ndimage import convolve1d, uniform_filter
 from scipy.optimize import least_squares
 
 import targets
@@ -328,11 +330,34 @@ def _optical_unknowns(s: int) -> bool:
 
 
 def _system_psf(fine: np.ndarray, s: int) -> np.ndarray:
-    """A solved fine PSF -> the system PSF (the pixel box applied where the solve was for
-    the optical PSF)."""
-    if not _optical_unknowns(s):
-        return fine
-    return uniform_filter(np.asarray(fine, np.float64), size=s, mode="constant")
+    """A solved fine PSF -> samples of the system PSF at ``s`` per pixel.
+
+    Where the solve was for the optical PSF the pixel box is applied. Then the fine cell's
+    box is put back: the pattern is rendered as its average over each fine cell, so the
+    solved samples come out sharpened by that box (their spectrum is the PSF's divided by
+    sinc(f / s)). A delta-like optical PSF is the exception, but it is the smooth one a
+    sub-pixel solve is for. Measured, 1200x800 sharp-prime rendered at 5 samples/px, in
+    focus, median R/G/B: 4.1/6.9/4.4 % -> 3.7/3.0/3.1 %; centre green peak 0.903 -> 0.873
+    against the true 0.852.
+    """
+    out = np.asarray(fine, np.float64)
+    if _optical_unknowns(s):
+        out = uniform_filter(out, size=s, mode="constant")
+    if s > 1:
+        out = _cell_box(out)
+    return out
+
+
+#: Weight of each neighbour in the fine cell's box put back (:func:`_system_psf`): the
+#: three-tap kernel with the box's variance, 1/12 of a sample squared, positive, unlike
+#: the band-limited box (sinc(f / s) exactly; measured 4.1/3.5/3.3 % against 3.7/3.0/3.1 %).
+CELL_BOX_TAP = 1.0 / 24.0
+
+
+def _cell_box(fine: np.ndarray) -> np.ndarray:
+    taps = np.array([CELL_BOX_TAP, 1.0 - 2.0 * CELL_BOX_TAP, CELL_BOX_TAP])
+    out = convolve1d(fine, taps, axis=0, mode="constant")
+    return convolve1d(out, taps, axis=1, mode="constant")
 
 
 def _crop_psf(fine: np.ndarray, s: int, k_out: int) -> np.ndarray:
