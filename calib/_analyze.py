@@ -651,7 +651,8 @@ def _measure(data, sat, channels, gi, meta, layout: targets.Layout, *, grid, ove
              layout_name, progress, workers):
     """Registration, then the chart's MTF records and its PSF map (dots or noise pattern):
     (registration, method, PSF map or None, notes, lateral colour or None, MTF records)."""
-    reg = register_chart(data[..., gi], layout, source=name, layout_name=layout_name)
+    reg = register_chart(data[..., gi], layout, source=name, layout_name=layout_name,
+                         saturated=sat.any(axis=-1) if sat.ndim == 3 else sat)
     _progress(
         f"analyze: registered ({reg.n_markers} markers, {reg.n_points} dots, k1={reg.k1:+.5f} "
         f"k2={reg.k2:+.5f}, residual {reg.residual_rms_px:.3f} px rms)", progress,
@@ -965,12 +966,11 @@ def _not_dots_mask(layout: targets.Layout, reg: Registration, shape: tuple[int, 
             poly = outline([(r.x0_mm, r.y0_mm), (r.x1_mm, r.y0_mm), (r.x1_mm, r.y1_mm), (r.x0_mm, r.y1_mm)])
             cv2.fillPoly(out, [poly], 0)
     ms = layout.markers
-    quiet_mm = ms.quiet_zone_mm
     for m in ms.items:
         sq = np.asarray(m.corners_mm, float)
         mid = sq.mean(axis=0)
-        half = 0.5 * ms.size_mm
-        corners = outline(mid + (sq - mid) * ((half + quiet_mm) / half))
+        half = 0.5 * m.side_mm
+        corners = outline(mid + (sq - mid) * ((half + ms.quiet_zone_of(m)) / half))
         if (corners[:, 0].max() < -grow_px or corners[:, 1].max() < -grow_px
                 or corners[:, 0].min() > w + grow_px or corners[:, 1].min() > h + grow_px):
             continue

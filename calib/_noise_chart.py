@@ -312,8 +312,8 @@ def _usable(layout, reg: Registration, patch, x0: int, y0: int, side: int, reach
     ok = ((mm[:, 0] > patch.x0_mm + reach_mm) & (mm[:, 0] < patch.x1_mm - reach_mm)
           & (mm[:, 1] > patch.y0_mm + reach_mm) & (mm[:, 1] < patch.y1_mm - reach_mm))
     ms = layout.markers
-    quiet = ms.quiet_zone_mm + reach_mm
     for m in ms.items:
+        quiet = ms.quiet_zone_of(m) + reach_mm
         c = np.asarray(m.corners_mm, float)
         lo, hi = c.min(axis=0) - quiet, c.max(axis=0) + quiet
         ok &= ~((mm[:, 0] > lo[0]) & (mm[:, 0] < hi[0]) & (mm[:, 1] > lo[1]) & (mm[:, 1] < hi[1]))

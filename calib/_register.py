@@ -207,6 +207,7 @@ def register_chart(
     source: str | os.PathLike = "the photo",
     layout_name: str | os.PathLike = "the layout",
     fit_distortion: bool = True,
+    saturated: np.ndarray | None = None,
 ) -> Registration:
     """Register one photo (its green or only channel) to ``layout``.
 
@@ -219,6 +220,9 @@ def register_chart(
         Named in error messages.
     fit_distortion : bool, keyword-only
         Fit k1, k2 (needs dots across the frame); otherwise a pure homography.
+    saturated : ndarray (H, W) bool, optional, keyword-only
+        Clipped pixels: when the chart is not found, a mostly clipped photo is named as
+        the likely cause.
 
     Returns
     -------
@@ -235,10 +239,7 @@ def register_chart(
     try:
         match = targets.find_markers(img, layout)
     except targets.TargetError:
-        raise CalibError(
-            f"chart not found in {source}: 0 of {n_expected} markers detected; "
-            f"is this the chart in {layout_name}?"
-        ) from None
+        raise CalibError(_not_found(source, 0, n_expected, layout_name, saturated)) from None
     if match.n_found < 2:
         other = [k for k in map(targets.marker_kind, match.foreign_ids) if k is not None and k != layout.kind]
         if len(other) >= 2:
@@ -247,10 +248,7 @@ def register_chart(
                 f"{source} shows a lenspsf {kind} chart, not the {layout.kind} chart in {layout_name}; "
                 f"pass the layout JSON of the {kind} chart that was photographed"
             )
-        raise CalibError(
-            f"chart not found in {source}: {match.n_found} of {n_expected} markers detected; "
-            f"is this the chart in {layout_name}?"
-        )
+        raise CalibError(_not_found(source, match.n_found, n_expected, layout_name, saturated))
     h0 = match.homography()
     h0 = h0 / h0[2, 2]
     _check_marker_geometry(match, h0, source, layout_name)
@@ -321,14 +319,30 @@ def register_chart(
     )
 
 
+#: Fraction of a photo clipped above which a chart that was not found is blamed on the
+#: exposure (the 720x480 test sensor's dots chart eight times overexposed: 17 %; a well
+#: exposed chart photo clips at most specular spots).
+CLIPPED_NOT_FOUND = 0.1
+
+
+def _not_found(source, n_found: int, n_expected: int, layout_name, saturated: np.ndarray | None) -> str:
+    """The chart-not-found sentence, naming overexposure when most likely the cause."""
+    head = f"chart not found in {source}: {n_found} of {n_expected} markers detected; "
+    clipped = float(np.mean(saturated)) if saturated is not None and np.size(saturated) else 0.0
+    if clipped > CLIPPED_NOT_FOUND:
+        return head + (f"{clipped:.0%} of it is clipped white: if it is the chart in {layout_name}, "
+                       "use a shorter exposure and shoot again")
+    return head + f"is this the chart in {layout_name}?"
+
+
 def _clearance_mm(pts_mm: np.ndarray, layout: targets.Layout) -> np.ndarray:
     """Distance (mm) from each chart point to the nearest bright area that is not a dot:
     a marker's quiet zone or the paper beyond the dots' dark field (0 inside one)."""
     ms = layout.markers
-    quiet = ms.quiet_zone_mm
     out = np.full(len(pts_mm), np.inf)
     x, y = pts_mm[:, 0], pts_mm[:, 1]
     for m in ms.items:
+        quiet = ms.quiet_zone_of(m)
         (x0, y0), (x1, y1) = np.min(m.corners_mm, axis=0), np.max(m.corners_mm, axis=0)
         dx = np.maximum(0.0, np.maximum(x0 - quiet - x, x - x1 - quiet))
         dy = np.maximum(0.0, np.maximum(y0 - quiet - y, y - y1 - quiet))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,6 +137,12 @@ class Marker:
     id: int
     corners_mm: tuple[tuple[float, float], ...]
 
+    @property
+    def side_mm(self) -> float:
+        """Mean side of the marker's black square, mm."""
+        c = self.corners_mm
+        return sum(math.dist(c[k], c[(k + 1) % len(c)]) for k in range(len(c))) / len(c)
+
 
 @dataclass(frozen=True)
 class MarkerSet:
@@ -157,8 +164,13 @@ class MarkerSet:
 
     @property
     def quiet_zone_mm(self) -> float:
-        """Width of the white quiet zone around every marker, mm."""
+        """Width of the white quiet zone around a marker of ``size_mm`` (the ring's), mm."""
         return self.size_mm / max(self.modules, 1) * self.quiet_modules
+
+    def quiet_zone_of(self, marker: Marker) -> float:
+        """Width of the white quiet zone around ``marker``, mm: the markers inside a
+        uniform field are smaller than the ring's, and so are their quiet zones."""
+        return marker.side_mm / max(self.modules, 1) * self.quiet_modules
 
 
 @dataclass(frozen=True)

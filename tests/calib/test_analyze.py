@@ -140,8 +140,17 @@ def test_fitted_distortion_predicts_the_dot_positions_within_a_tenth_of_a_pixel(
 
 def test_mostly_saturated_dots_name_the_count_and_ask_for_a_shorter_exposure():
     model = SimulatedCamera("sharp-prime", SENSOR, seed=4)
-    img, layout, *_ = _shoot(model, 12, gain=40.0)
+    img, layout, *_ = _shoot(model, 12, gain=8.0)
     with pytest.raises(calib.CalibError, match=r"\d+ of \d+ dots are saturated.*shorter exposure"):
+        calib.analyze_images([img], layout, grid=GRID)
+
+
+def test_a_chart_lost_in_a_clipped_photo_is_blamed_on_the_exposure():
+    # 40x overexposed, the markers' black modules clip too: none can be found
+    model = SimulatedCamera("sharp-prime", SENSOR, seed=4)
+    img, layout, *_ = _shoot(model, 12, gain=40.0)
+    with pytest.raises(calib.CalibError, match=r"0 of \d+ markers detected; \d+% of it is clipped white: "
+                                               r"if it is the chart in .*, use a shorter exposure"):
         calib.analyze_images([img], layout, grid=GRID)
 
 
