@@ -150,6 +150,8 @@ class MarkerSet:
 
     ``modules`` counts cells across one marker including its one-cell black
     border; each marker is surrounded by a white quiet zone of ``quiet_modules``.
+    ``size_mm`` is the side of the ring's markers; those inside a dots or noise field
+    are smaller (``Marker.side_mm``).
     """
 
     dictionary: str

@@ -88,3 +88,13 @@ def test_each_kind_prints_marker_ids_only_from_its_own_block(paper):
         ids = [m.id for m in make_layout(kind, paper=paper).markers.items]
         assert len(set(ids)) == len(ids)
         assert {targets.marker_kind(i) for i in ids} == {kind}
+
+
+@pytest.mark.parametrize("kind", ["dots", "noise"])
+def test_markers_inside_a_uniform_field_are_smaller_with_their_own_quiet_zone(kind):
+    layout = targets.make_layout(kind, paper="300x200mm")
+    ms = layout.markers
+    sides = sorted({round(m.side_mm, 6) for m in ms.items})
+    assert sides == [round(0.6 * ms.size_mm, 6), round(ms.size_mm, 6)]
+    small = min(ms.items, key=lambda m: m.side_mm)
+    assert ms.quiet_zone_of(small) == pytest.approx(0.6 * ms.quiet_zone_mm)
