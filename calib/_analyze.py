@@ -483,6 +483,12 @@ GRID_CHANGE_NOTE = 0.2
 GRID_CHANGE_TARGET = 0.12
 
 
+def _slope_radius(sigma_px: float, psf_size: int) -> float:
+    """Fraction of the PSF's half side over which a node's field slopes are fitted: at
+    least SLOPE_RADIUS, and SLOPE_WIDTHS rms widths of the node's widest channel."""
+    return float(np.clip(SLOPE_WIDTHS * sigma_px / max(psf_size // 2, 1), SLOPE_RADIUS, 1.0))
+
+
 def _dots_reg(sigma_px: float) -> float:
     """Gradient-penalty weight of the dots solve (3 samples/px) for a PSF of rms width
     ``sigma_px``: a wider PSF spreads each dot's light over more samples, so each fine
@@ -542,6 +548,13 @@ LOPSIDED = 0.0
 # Slopes of the linear field over this fraction of the PSF's half side: 1200x800 in focus,
 # 0.5 -> 0.75 gave B 7.8/16.0 -> 7.9/15.3 % (R, G unchanged) for 2.2x the time.
 SLOPE_RADIUS = 0.5
+# ... or over this many rms widths, where that is more: a wide PSF changes across the
+# field in its tails too, which a core-only slope leaves at the neighbourhood's mean (too
+# compact at a frame corner, the dots all inward). soft-zoom 1200x800, worst corner R/G/B
+# in focus 23/19/22 -> 17/15/17 %, at +15 steps 24/25/26 -> 20/18/18 % (4 widths: 16/14/17
+# % in focus, 1.9x the solve time). sharp-prime's PSFs are too narrow to reach past
+# SLOPE_RADIUS; vintage's corners do (green worst 10.7 -> 9.8 %).
+SLOPE_WIDTHS = 2.5
 # Red and blue sit where the joint linear-field fit puts them relative to green, unless
 # that strays from their dots' centroid offsets by more than this (px); the offsets then
 # place them. With the linear field at every node the fit reads the PSF at the node
@@ -883,7 +896,8 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
             # of a sharp PSF) and red and blue keep their offsets.
             kwargs = dict(
                 dot_ellipse=e, size=psf_size, oversample=s, mask=bad[y0:y1, x0:x1], weights=wts,
-                reg=node_reg[i, j], iterations=100, core_px=core_px, min_snr=DOTS_MIN_SNR, slope_radius=SLOPE_RADIUS,
+                reg=node_reg[i, j], iterations=100, core_px=core_px, min_snr=DOTS_MIN_SNR,
+                slope_radius=_slope_radius(float(widths[i, j].max()) if s > 1 else 0.0, psf_size),
                 node_xy=(x - x0 + shift[0], y - y0 + shift[1]) if lopsided else None,
                 field_order=field_order,
                 other_xy=_in_box(np.vstack([pos[order[n_gather:]], unused]), x0 - pad, y0 - pad, x1 + pad, y1 + pad)
