@@ -52,6 +52,20 @@ def test_dot_centroids_find_known_centres_and_reject_windows_leaving_the_frame(r
     assert np.abs(found[:-1] - centres).max() < 0.05
 
 
+def test_dot_windows_report_each_dots_rms_radius(rng):
+    # the geometry fit weighs wide dots less: their windows cut off more light
+    from calib._register import _measure_dots  # noqa: PLC0415
+
+    yy, xx = np.mgrid[:80, :160]
+    centres = np.array([(20.0 + 40 * i + rng.uniform(-0.5, 0.5), 40.0 + rng.uniform(-0.5, 0.5)) for i in range(4)])
+    sigmas = [0.8, 1.2, 1.6, 2.0]
+    image = 0.05 + sum(0.5 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sg**2))
+                       for (cx, cy), sg in zip(centres, sigmas))
+    _, ok, rms = _measure_dots(image.astype(np.float32), centres, half_px=12)
+    assert ok.all()
+    assert np.allclose(rms, sigmas, rtol=0.1)
+
+
 def test_halo_of_the_markers_quiet_zones_does_not_bend_the_fit(dots_chart):
     # A lens with a faint wide halo spreads the white quiet zones (and the paper around
     # the field) over their nearest dots; those once pulled centroids by up to 3 px and
