@@ -517,10 +517,13 @@ DOTS_OVERSAMPLE = 3
 #: 46 -> 18 CPU-s and B 7.6/15.2 -> 4.9/14.9 %).
 DOTS_CORE_PX = 2.0
 DOTS_REG_SHARP = 0.0003
-#: The weight stops growing at this multiple of DOTS_REG_WIDTH (2.8 px). Raised from 2.83
-#: when the width field began to follow soft-zoom's corners (up to 2.6 px): worst node
-#: R/G/B 24.7/26.6/37.0 -> 23.6/24.1/37.0 %; vintage and sharp-prime never reach it.
-DOTS_REG_MAX_RATIO = 4.0
+#: The weight stops growing at this multiple of DOTS_REG_WIDTH (2.1 px). It was 4 while
+#: soft-zoom's corners were fitted with core-only field slopes (from 2.83: worst node
+#: R/G/B 24.7/26.6/37.0 -> 23.6/24.1/37.0 %); since the slopes span the PSF's width
+#: (SLOPE_WIDTHS) the smoothing is what blurred its wide defocused cores: +15 steps,
+#: 6.1/8.2/9.4 % median, worst 20/18/18 % at 4 -> 6.1/7.6/8.2 %, worst 15/14/14 % at 3
+#: (2.5: 17/15/16 %; in focus unchanged). vintage and sharp-prime never reach it.
+DOTS_REG_MAX_RATIO = 3.0
 DOTS_REG_WIDTH = 0.7
 DOTS_REG_POWER = 6.5
 #: Penalty weight at one sample per pixel (``oversample=1``).
