@@ -274,7 +274,7 @@ def compile_layout(layout: Layout) -> list[_Element]:
     ms = layout.markers
     for m in ms.items:
         (x0, y0), (x1, _), (_, y1) = m.corners_mm[0], m.corners_mm[1], m.corners_mm[2]
-        q = (x1 - x0) / ms.modules * ms.quiet_modules
+        q = ms.quiet_zone_of(m)
         els.append(_Element(_rect(x0 - q, y0 - q, x1 + q, y1 + q), _Constant(ink("paper"))))
         bits = marker_modules(ms.dictionary, m.id, ms.modules)
         vals = ink("black") + bits * (ink("paper") - ink("black"))

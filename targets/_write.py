@@ -158,7 +158,7 @@ def _write_pdf(layout: Layout, path: Path, dpi: float) -> None:
     for m in ms.items:
         (x0, y0), (x1, y1) = m.corners_mm[0], m.corners_mm[2]
         cell = (x1 - x0) / ms.modules
-        q = cell * ms.quiet_modules
+        q = ms.quiet_zone_of(m)
         rect(x0 - q, y0 - q, x1 + q, y1 + q, "paper")  # quiet zone (matters inside dark fields)
         bits = marker_modules(ms.dictionary, m.id, ms.modules)
         # All black modules in one path: one fill, no hairline seams between modules.
@@ -227,7 +227,7 @@ def _write_svg(layout: Layout, path: Path, dpi: float) -> None:
     for m in ms.items:
         (x0, y0), (x1, _) = m.corners_mm[0], m.corners_mm[1]
         cell = (x1 - x0) / ms.modules
-        q = cell * ms.quiet_modules
+        q = ms.quiet_zone_of(m)
         out.append(f'<rect x="{x0 - q:.4f}" y="{y0 - q:.4f}" width="{x1 - x0 + 2 * q:.4f}" '
                    f'height="{x1 - x0 + 2 * q:.4f}" fill="{fill("paper")}"/>')
         bits = marker_modules(ms.dictionary, m.id, ms.modules)
