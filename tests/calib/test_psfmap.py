@@ -22,6 +22,30 @@ def test_psf_at_midpoint_blends_linearly():
     assert p[2, 2] == pytest.approx(0.75) and p[2, 3] == pytest.approx(0.25)
 
 
+def test_psf_at_follows_a_psf_that_varies_quadratically_across_the_field():
+    # nodes unevenly spaced; each sample of the PSF a parabola in x
+    xs = np.array([0.0, 150.0, 400.0, 500.0, 750.0, 1000.0])
+    a, b = np.array([0.5, 0.3, 0.2]), np.array([0.0, 0.2, -0.2])
+    k = np.zeros((1, 1, len(xs), 1, 3), np.float64)
+    u = xs / 1000
+    k[0, 0, :, 0] = a + b * (u[:, None] - u[:, None] ** 2) * 0.9
+    k = np.pad(k, ((0, 0), (0, 0), (0, 0), (1, 1), (0, 0)))
+    m = PSFMap(k.astype(np.float32), np.stack([xs, np.zeros_like(xs)], -1)[None], ("Y",), (1001, 1))
+    for x in (75.0, 333.0, 620.0, 990.0):
+        v = x / 1000
+        np.testing.assert_allclose(m.psf_at(x, 0.0)[1], a + b * (v - v * v) * 0.9, atol=2e-7)
+
+
+def test_psf_at_clips_the_interpolants_negative_lobes():
+    k = np.zeros((1, 1, 4, 3, 3), np.float32)
+    k[0, 0, :, 1, 1] = 1.0
+    k[0, 0, 0, 1, 1], k[0, 0, 0, 1, 2] = 0.0, 1.0  # only the first node has light at (1, 2)
+    m = PSFMap(k, np.array([[[0.0, 0.0], [1.0, 0.0], [2.0, 0.0], [3.0, 0.0]]]), ("Y",), (4, 1))
+    assert m.column_weights([1.5])[0, 0] < 0
+    p = m.psf_at(1.5, 0.0)
+    assert p.min() >= 0 and p.sum() == pytest.approx(1.0)
+
+
 def test_psf_at_outside_grid_uses_edge_node():
     m = _two_node_map()
     np.testing.assert_array_equal(m.psf_at(-50.0, 30.0), m.psf[0, 0, 0])

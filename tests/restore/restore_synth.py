@@ -60,24 +60,22 @@ def soft_corner_map(width: int, height: int, *, k: int = 25, grid=(3, 5), channe
 
 
 def blur_with_map(img: np.ndarray, m: calib.PSFMap) -> np.ndarray:
-    """Exact spatially varying blur whose PSF at each pixel is the map's bilinear interpolation."""
+    """Exact spatially varying blur whose PSF at each pixel is the map's interpolation
+    (``psf_at`` before it clips its small negative lobes)."""
     img3 = img[..., None] if img.ndim == 2 else img
     h, w, nc = img3.shape
     ny, nx = m.grid_shape
-
-    def hat(nodes: np.ndarray, coord: np.ndarray, i: int) -> np.ndarray:
-        if len(nodes) == 1:
-            return np.ones_like(coord)
-        return np.interp(coord, nodes, np.eye(len(nodes))[i])
-
+    wy_all = m.row_weights(np.arange(h, dtype=float))
+    wx_all = m.column_weights(np.arange(w, dtype=float))
     out = np.zeros_like(img3, dtype=np.float64)
-    yy, xx = np.arange(h, dtype=float), np.arange(w, dtype=float)
     for c in range(nc):
         mc = c if m.psf.shape[0] > 1 else 0
         for i in range(ny):
-            wy = hat(m.node_y, yy, i)
+            wy = wy_all[:, i]
             for j in range(nx):
-                wx = hat(m.node_x, xx, j)
+                wx = wx_all[:, j]
+                if not (wy.any() and wx.any()):
+                    continue
                 k = m.psf[mc, i, j]
                 r = k.shape[0] // 2
                 pad = np.pad(img3[..., c].astype(np.float64), r, mode="symmetric")
