@@ -218,7 +218,11 @@ def estimate_psf_dots(
     # the frame's edges have no dots beyond them, and their nearest dots are these.
     padded = np.pad(img3, ((half, half), (half, half), (0, 0)), constant_values=np.nan)
     mask_p = None if mask3 is None else np.pad(mask3, ((half, half), (half, half), (0, 0)))
-    full_inner = int((np.hypot(xx, yy) <= support).sum())
+    # Each dot's samples fill the square around it, not the disc: the kernel is square,
+    # and its corners, beyond a disc's samples, were free to take up noise (soft-zoom
+    # 1200x800 in focus: 1-2 % of the light at the kernel's corners, the MTF 0.04 low at
+    # 0.06 c/p; R/G/B median 6.0/7.1/8.2 -> 5.6/6.0/7.8 %, PSF-vs-edge max 0.053 -> 0.046).
+    full_inner = int((np.maximum(np.abs(xx), np.abs(yy)) <= support).sum())
     whole = []
     for (cx, cy), wd in zip(centres, dot_w):
         ix, iy = int(round(cx)), int(round(cy))
@@ -232,7 +236,7 @@ def estimate_psf_dots(
             continue
         tx, ty = ix + xx - cx, iy + yy - cy
         valid = np.isfinite(win[..., 0])
-        inner = (np.hypot(tx, ty) <= support) & valid
+        inner = (np.maximum(np.abs(tx), np.abs(ty)) <= support) & valid
         if inner.sum() < PARTIAL_DOT_MIN * full_inner:
             continue
         sig = np.empty((int(inner.sum()), nc))
