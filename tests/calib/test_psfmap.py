@@ -36,6 +36,19 @@ def test_psf_at_follows_a_psf_that_varies_quadratically_across_the_field():
         np.testing.assert_allclose(m.psf_at(x, 0.0)[1], a + b * (v - v * v) * 0.9, atol=2e-7)
 
 
+def test_psf_at_moves_an_oversampled_psf_between_nodes_rather_than_spreading_it():
+    # the same Gaussian at three nodes, its centre moving by 0.6 px per node (lateral colour)
+    s, k = 3, 31
+    ax = (np.arange(k) - k // 2) / s
+    def spot(cx):
+        g = np.exp(-0.5 * ((ax[None, :] - cx) ** 2 + ax[:, None] ** 2) / 0.8**2)
+        return g / g.sum()
+    psf = np.stack([spot(0.6 * j) for j in range(3)])[None, None].astype(np.float32)
+    m = PSFMap(psf, np.array([[[0.0, 0.0], [100.0, 0.0], [200.0, 0.0]]]), ("B",), (201, 1), sampling=s)
+    p = m.psf_at(50.0, 0.0, "B").astype(np.float64)
+    np.testing.assert_allclose(p, spot(0.3), atol=2e-4 * p.max())
+
+
 def test_psf_at_clips_the_interpolants_negative_lobes():
     k = np.zeros((1, 1, 4, 3, 3), np.float32)
     k[0, 0, :, 1, 1] = 1.0
