@@ -61,7 +61,8 @@ def soft_corner_map(width: int, height: int, *, k: int = 25, grid=(3, 5), channe
 
 def blur_with_map(img: np.ndarray, m: calib.PSFMap) -> np.ndarray:
     """Exact spatially varying blur whose PSF at each pixel is the map's interpolation
-    (``psf_at`` before it clips its small negative lobes)."""
+    (``psf_at`` of a map at one sample per pixel, before it clips its small negative
+    lobes)."""
     img3 = img[..., None] if img.ndim == 2 else img
     h, w, nc = img3.shape
     ny, nx = m.grid_shape
