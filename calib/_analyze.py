@@ -28,7 +28,7 @@ from ._errors import CalibError
 from ._imageio import LinearImage, load_linear
 from ._lateral import fit_lateral_colour
 from ._psf_dots import estimate_psf_dots
-from ._psfmap import FLAG_FILLED, FLAG_NOISY, FLAG_SATURATED, PSFMap
+from ._psfmap import FLAG_FILLED, FLAG_NOISY, FLAG_SATURATED, PSFMap, psf_centroids
 from ._records import CalibrationKey, MTFRecord, NoiseModel, ShotMetadata
 from ._register import Registration, measure_dot_centroids, register_chart
 
@@ -255,24 +255,17 @@ def _recentre(fine: np.ndarray, s: int, dx: float, dy: float) -> np.ndarray:
     return moved / moved.sum()
 
 
-def _centroid(psf: np.ndarray, s: int) -> tuple[float, float]:
-    k = psf.shape[0]
-    ax = (np.arange(k) - k // 2) / s
-    t = psf.sum()
-    return float((psf.sum(0) * ax).sum() / t), float((psf.sum(1) * ax).sum() / t)
-
-
 def _place_channels(fine: np.ndarray, gi: int, offsets: np.ndarray, s: int) -> np.ndarray:
     """One node's PSFs (C, n, n) at ``s`` samples/px with green's centroid on the centre
     sample. The others keep their offsets from green as solved, unless these stray from
     the dots' centroid offsets ``offsets`` (C, 2; NaN: unknown) by more than
     RB_FIT_STRAY_PX, which then place them."""
-    g = np.asarray(_centroid(fine[gi], s))
+    g = psf_centroids(fine[gi], s)
     out = np.empty_like(fine)
     for c in range(len(fine)):
         at = g
         if c != gi and np.isfinite(offsets[c]).all():
-            own = np.asarray(_centroid(fine[c], s))
+            own = psf_centroids(fine[c], s)
             if np.hypot(*(own - g - offsets[c])) > RB_FIT_STRAY_PX:
                 at = own - offsets[c]
         out[c] = _recentre(fine[c], s, -at[0], -at[1])

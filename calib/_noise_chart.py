@@ -37,9 +37,9 @@ from scipy.optimize import least_squares
 
 import targets
 
-from ._analyze import _centroid, _recentre
+from ._analyze import _recentre
 from ._errors import CalibError
-from ._psfmap import FLAG_NOISY, FLAG_SATURATED
+from ._psfmap import FLAG_NOISY, FLAG_SATURATED, psf_centroids
 from ._pattern_register import render_pattern
 from ._register import Registration
 
@@ -425,7 +425,7 @@ def estimate_node(data: np.ndarray, bad: np.ndarray, layout, reg: Registration, 
                                              field_xy=field, field_reg=FIELD_SLOPE_REG,
                                              smooth_core=NOISE_SMOOTH_CORE)
         fines = [_crop_psf(_system_psf(e.psf_fine, s), s, size) for e in ests]
-        cx, cy = _centroid(fines[green], s)
+        cx, cy = psf_centroids(fines[green], s)
         dx, dy = dx + cx, dy + cy
     # The pattern's signal in the photo (its std, less the misfit's share) over the misfit,
     # times the root of the pixels per PSF sample the solve pooled.
@@ -597,7 +597,7 @@ def noise_psf_map(data: np.ndarray, sat: np.ndarray, gi: int, layout: targets.La
             _progress(f"analyze: node ({j},{i}) at ({xs[j]:.0f},{ys[i]:.0f}): {err}; filled", progress)
             return None
         # The fine PSFs are kept: decimating a sharp PSF to the sensor grid aliases it.
-        cx, cy = _centroid(sol.fines[gi], s)
+        cx, cy = psf_centroids(sol.fines[gi], s)
         out = np.stack([_recentre(f, s, -cx, -cy) for f in sol.fines])
         flag = (FLAG_SATURATED if sol.n_clipped > CLIPPED_FRACTION * (sol.n_used + sol.n_clipped) else 0) | (
             FLAG_NOISY if sol.snr < MIN_SNR else 0)

@@ -152,7 +152,6 @@ class PSFMap:
         wy, wx = self.row_weights([y])[0], self.column_weights([x])[0]
         rows, cols = np.flatnonzero(wy), np.flatnonzero(wx)
         w = np.outer(wy[rows], wx[cols])
-        g = self.psf[c][np.ix_(rows, cols)]
         if self.sampling > 1 and w.size > 1:
             cen = self._node_centroids[c][np.ix_(rows, cols)]
             moves = np.einsum("ij,ijk->k", w, cen) - cen  # (rows, cols, 2): to the blend's centroid
@@ -165,7 +164,7 @@ class PSFMap:
             spectrum = (self._node_spectra[c][np.ix_(rows, cols)] * phase).sum(axis=(0, 1))
             out = np.fft.irfft2(spectrum, s=(k, k))
         else:
-            out = np.einsum("ij,ijkl->kl", w, g.astype(np.float64))
+            out = np.einsum("ij,ijkl->kl", w, self.psf[c][np.ix_(rows, cols)].astype(np.float64))
         out = np.clip(out, 0, None)
         total = float(out.sum())
         return (out / total if total > 0 else out).astype(np.float32)
@@ -178,10 +177,7 @@ class PSFMap:
     @functools.cached_property
     def _node_centroids(self) -> np.ndarray:
         """Every node PSF's centroid (x, y) in samples from the centre, (C, ny, nx, 2)."""
-        ax = np.arange(self.kernel_size) - self.kernel_size // 2
-        p = self.psf.astype(np.float64)
-        total = np.maximum(p.sum(axis=(-2, -1)), 1e-30)
-        return np.stack([(p.sum(-2) * ax).sum(-1) / total, (p.sum(-1) * ax).sum(-1) / total], axis=-1)
+        return psf_centroids(self.psf, 1)
 
     def column_weights(self, x: ArrayLike) -> np.ndarray:
         """Weight of each node column in :meth:`psf_at` at each ``x`` (pixels).
@@ -200,6 +196,17 @@ class PSFMap:
         """Weight of each node row in :meth:`psf_at` at each ``y`` (pixels); see
         :meth:`column_weights`."""
         return _cubic_weights(self.node_y, y)
+
+
+def psf_centroids(psf: np.ndarray, sampling: int) -> np.ndarray:
+    """Centroids (x, y) of PSFs ``(..., k, k)`` sampled ``sampling`` times per pixel, in
+    pixels from the centre sample, shape ``(..., 2)`` (0 for an all-zero PSF)."""
+    k = psf.shape[-1]
+    r = (np.arange(k) - k // 2) / sampling
+    p = np.asarray(psf, np.float64)
+    total = p.sum(axis=(-1, -2))
+    total = np.where(total > 0, total, 1.0)
+    return np.stack([(p.sum(axis=-2) * r).sum(-1) / total, (p.sum(axis=-1) * r).sum(-1) / total], axis=-1)
 
 
 def sensor_grid_psf(psf: np.ndarray, sampling: int) -> np.ndarray:

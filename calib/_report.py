@@ -60,6 +60,7 @@ from ._db import Calibration, PSFDatabase, describe_focus
 from . import _records
 from ._errors import CalibError
 from ._mtf_psf import psf_mtf
+from ._psfmap import psf_centroids
 from . import _through_focus as _tf
 
 #: Frequencies (cycles/pixel) at which the report samples PSF-derived MTFs.
@@ -184,17 +185,6 @@ class _Analysis:
     row: dict[str, Any] = field(default_factory=dict)
 
 
-def _centroids(psf: np.ndarray, sampling: int) -> np.ndarray:
-    k = psf.shape[-1]
-    r = (np.arange(k) - k // 2) / sampling
-    p = psf.astype(np.float64)
-    tot = p.sum(axis=(-1, -2))
-    tot = np.where(tot > 0, tot, 1.0)
-    cx = (p.sum(axis=-2) * r).sum(-1) / tot
-    cy = (p.sum(axis=-1) * r).sum(-1) / tot
-    return np.stack([cx, cy], axis=-1)
-
-
 def _analyse(cal: Calibration) -> _Analysis:
     pm = cal.psf_map
     w, h = pm.image_size
@@ -219,7 +209,7 @@ def _analyse(cal: Calibration) -> _Analysis:
     height = _tf.field_height(pm.nodes_xy, pm.image_size)
     a = _Analysis(cal=cal, centre_xy=centre, height=height, zones=_tf.zone_nodes(pm.nodes_xy, pm.image_size),
                   orient=orient,
-                  curves=curves, mtf50=mtf50, centroid_px=_centroids(pm.psf, pm.sampling), ref=ref,
+                  curves=curves, mtf50=mtf50, centroid_px=psf_centroids(pm.psf, pm.sampling), ref=ref,
                   edge_rows=_edge_agreement(cal, height))
     a.row = _summary_row(a)
     return a

@@ -277,9 +277,9 @@ def _gaussian_stack(centres_xy, *, s: int = 3, k: int = 31, sigma: float = 0.8) 
 
 
 def _centroids(stack: np.ndarray, s: int = 3) -> np.ndarray:
-    from calib._analyze import _centroid  # noqa: PLC0415
+    from calib._psfmap import psf_centroids  # noqa: PLC0415
 
-    return np.array([_centroid(p, s) for p in stack])
+    return psf_centroids(stack, s)
 
 
 def test_red_and_blue_keep_the_solved_offset_from_green_when_it_agrees_with_their_dots():
