@@ -46,13 +46,14 @@ def main() -> int:
     kw = dict(focus_position=focus, object_distance_m=dist)
 
     c0, t0 = time.process_time(), time.perf_counter()
-    xs, ys = cam._render_nodes()
+    grid = cam.render_grid_for(**kw)
+    xs, ys = cam._render_nodes(grid)
     cam._psf_many([(x, y, c, focus, dist, 1, None) for c in range(3) for y in ys for x in xs])
     c_psf, t_psf = time.process_time() - c0, time.perf_counter() - t0
     c1, t1 = time.process_time(), time.perf_counter()
     shot = cam.shoot(scene, **kw)
     c_shot, t_shot = time.process_time() - c1, time.perf_counter() - t1
-    ny, nx = cam.render_grid
+    ny, nx = grid
     print(f"sensor {sensor} {w}x{h}, lens {args.lens} f/{cam.f_number:g}, {ny}x{nx} PSF nodes x 3 channels")
     print(f"  {'':51s}  wall s   CPU s (all threads)")
     print(f"  PSF computation (pupil model, {3 * nx * ny} PSFs):                {t_psf:6.1f}  {c_psf:6.1f}")
