@@ -458,8 +458,9 @@ def _denser_grid_note(log_gradient_per_px: np.ndarray, spacing_px: float, size: 
                       grid: tuple[int, int]) -> str | None:
     """Advice when the PSF's width changes by more than GRID_CHANGE_NOTE between adjacent
     nodes: the map interpolates between nodes, so such a lens needs more of them (the
-    soft-zoom simulator: 46 % between 6x9 nodes, 42 % on its true widths, and even its
-    true 6x9 map misses the slanted-edge MTF by up to 0.067, within 0.033 at 11x17)."""
+    soft-zoom simulator: 46 % between 6x9 nodes, 42 % on its true widths; 15 steps behind
+    focus its true 6x9 map misses the slanted-edge MTF by up to 0.032, and the dots map
+    at 11x17 is within 0.03 at 80 of 81 nodes in red and at all in green and blue)."""
     change = float(log_gradient_per_px.max()) * spacing_px
     if change <= GRID_CHANGE_NOTE:
         return None
@@ -488,8 +489,8 @@ def _dots_reg(sigma_px: float) -> float:
     sample is noisier and needs more smoothing, while a sharp one loses its core to it.
 
     Applied per node and channel with the width field of :func:`_width_field`. The
-    curve (0.0003 up to 0.7 px, growing as the width to the power 6.5, which meets the
-    earlier curve's weight at its 2.8 px cap) was picked when the solve began to apply
+    curve (then 0.0003 up to 0.7 px, since halved: DOTS_REG_SHARP; growing as the width
+    to the power 6.5, which met the earlier curve's weight at its 2.8 px cap) was picked when the solve began to apply
     the pixel box exactly (:mod:`calib._psf_dots`): the unknowns are then the optical
     PSF, which a gradient penalty rounds less. Against the earlier curve (0.01, fourth
     power) on the system PSF, 1200x800 median/worst R G B %: sharp-prime in focus
@@ -509,7 +510,18 @@ DOTS_OVERSAMPLE = 3
 #: describes the PSF beyond by sensor-grid tents (fewer unknowns: 1200x800 in focus
 #: 46 -> 18 CPU-s and B 7.6/15.2 -> 4.9/14.9 %).
 DOTS_CORE_PX = 2.0
-DOTS_REG_SHARP = 0.0003
+#: Halved from 0.0003 when the simulator began rendering soft-zoom on a grid dense enough
+#: to follow its PSF between nodes (``SimulatedCamera.render_grid_for``): the true PSF at a
+#: map node had been a blend of the render nodes around it, softer than the lens, and the
+#: smoothing had been chosen against that. Against the faithful render, 1200x800 R/G/B
+#: median/worst %: soft-zoom in focus 4.3/16.7, 6.6/14.1, 8.2/16.0 -> 4.1/15.3, 5.8/13.8,
+#: 7.9/16.3; +15 steps 6.0/14.5, 7.4/13.0, 8.5/15.5 -> 5.3/15.2, 6.7/14.2, 7.9/17.4
+#: (0.0001: no lower medians, worse corners); sharp-prime in focus 2.8/6.2, 5.1/6.2,
+#: 3.1/6.2 -> 2.4/5.9, 3.9/5.1, 2.5/6.6; vintage in focus 3.7/10.8, 5.6/9.4, 3.0/5.2 ->
+#: 3.9/10.6, 4.5/9.6, 3.2/5.9; +15 steps within 0.6 either way. More smoothing at the
+#: nodes whose dots lie to one side (their estimate is an extrapolation, so noisier) traded
+#: the frame edges' medians for the corners and was left out.
+DOTS_REG_SHARP = 0.00015
 #: The weight stops growing at this multiple of DOTS_REG_WIDTH (2.1 px). It was 4 while
 #: soft-zoom's corners were fitted with core-only field slopes (from 2.83: worst node
 #: R/G/B 24.7/26.6/37.0 -> 23.6/24.1/37.0 %); since the slopes span the PSF's width

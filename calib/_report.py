@@ -34,8 +34,8 @@ What the numbers mean (the summary table and the embedded JSON use these definit
   setting). Where the peak lies outside the swept range, the sharpest (end) setting
   is given instead, as a bound (``best_focus_is_bound``). Per node (G) this is the
   best-focus map; per channel at the centre it shows longitudinal colour.
-* **PSF vs edge**: for every G/R/B edge record, the MTF of the PSF of the nearest node
-  in the same channel along the edge's orientation, at the edge's frequencies up to
+* **PSF vs edge**: for every G/R/B edge record, the MTF of the map's PSF at the edge's
+  position (``PSFMap.psf_at``) in the same channel along the edge's orientation, at the edge's frequencies up to
   Nyquist/2 (0.25 c/p); the figure is ``max |MTF_psf - MTF_edge|``.
 """
 from __future__ import annotations
@@ -733,8 +733,8 @@ def write_report(db_path: str | os.PathLike, out_html: str | os.PathLike, *,
     parts.append(_section(
         "psf-vs-edge", "PSF map vs slanted-edge MTF",
         f"Two independent measurements of the same lens: for each edge, the largest difference "
-        f"between its MTF and the MTF of the nearest node's PSF along the edge normal, up to "
-        f"Nyquist/2 ({AGREEMENT_MAX_CPP} c/p). Goal: below {AGREEMENT_GOAL}.",
+        f"between its MTF and the MTF of the map's PSF at the edge (interpolated between "
+        f"nodes) along the edge normal, up to Nyquist/2 ({AGREEMENT_MAX_CPP} c/p). Goal: below {AGREEMENT_GOAL}.",
         "".join(body) if body else _missing(
             "No slanted-edge measurements: shoot the edges chart and run `lenspsf analyze` "
             "to cross-check the PSFs.")))
