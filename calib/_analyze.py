@@ -242,8 +242,11 @@ def _fit_noise_line(mean, var, q, q_corr) -> tuple[float, float]:
     return float(coef[0]), float(coef[1])
 
 
-def _grid_nodes(w: int, h: int, grid: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
-    ny, nx = grid if grid is not None else (6, 9)
+def _grid_nodes(w: int, h: int, grid: tuple[int, int] | str | None) -> tuple[np.ndarray, np.ndarray]:
+    """Node x and y spanning the frame; ``None`` and ``"auto"`` start from the default 6x9."""
+    if isinstance(grid, str) and grid != "auto":
+        raise CalibError(f"grid {grid!r} must be (rows, columns) or 'auto'")
+    ny, nx = grid if grid not in (None, "auto") else DEFAULT_GRID
     if ny < 1 or nx < 1:
         raise CalibError(f"grid {grid} must have at least one node per axis")
     return np.linspace(0, w - 1, nx), np.linspace(0, h - 1, ny)
@@ -464,13 +467,24 @@ def _denser_grid_note(log_gradient_per_px: np.ndarray, spacing_px: float, size: 
     change = float(log_gradient_per_px.max()) * spacing_px
     if change <= GRID_CHANGE_NOTE:
         return None
-    w, h = size
-    step = GRID_CHANGE_TARGET / float(log_gradient_per_px.max())
-    nx, ny = max(grid[1], int(np.ceil((w - 1) / step)) + 1), max(grid[0], int(np.ceil((h - 1) / step)) + 1)
+    ny, nx = _denser_grid(log_gradient_per_px, size, grid)
     return (f"the PSF's width changes by up to {100 * change:.0f} % between adjacent field nodes of the "
             f"{grid[0]}x{grid[1]} grid; analyse with a denser grid (--grid {ny}x{nx}) to describe this lens")
 
 
+def _denser_grid(log_gradient_per_px: np.ndarray, size: tuple[int, int], grid: tuple[int, int], *,
+                 min_spacing_px: float = 0.0) -> tuple[int, int]:
+    """The grid (ny, nx), at least ``grid``, on which the PSF's width changes by about
+    GRID_CHANGE_TARGET between adjacent nodes (nodes at least ``min_spacing_px`` apart)."""
+    w, h = size
+    step = max(GRID_CHANGE_TARGET / max(float(log_gradient_per_px.max()), 1e-12), min_spacing_px, 1.0)
+    return max(grid[0], int(np.ceil((h - 1) / step)) + 1), max(grid[1], int(np.ceil((w - 1) / step)) + 1)
+
+
+DEFAULT_GRID = (6, 9)
+#: With ``grid="auto"`` nodes stay this many dot pitches apart: each gathers at least
+#: GATHER_MIN dots, and closer nodes would share nearly all of theirs.
+AUTO_GRID_MIN_PITCHES = 3.0
 #: Width change between adjacent nodes above which analysis suggests a denser grid, and
 #: the change the suggested grid aims for.
 GRID_CHANGE_NOTE = 0.2
@@ -490,8 +504,8 @@ def _dots_reg(sigma_px: float) -> float:
 
     Applied per node and channel with the width field of :func:`_width_field`. The
     curve (then 0.0003 up to 0.7 px, since halved: DOTS_REG_SHARP; growing as the width
-    to the power 6.5, which met the earlier curve's weight at its 2.8 px cap) was picked when the solve began to apply
-    the pixel box exactly (:mod:`calib._psf_dots`): the unknowns are then the optical
+    to the power 6.5, which met the earlier curve's weight at its 2.8 px cap) was picked
+    when the solve began to apply the pixel box exactly (:mod:`calib._psf_dots`): the unknowns are then the optical
     PSF, which a gradient penalty rounds less. Against the earlier curve (0.01, fourth
     power) on the system PSF, 1200x800 median/worst R G B %: sharp-prime in focus
     3.2/8.0, 2.9/5.0, 4.7/10.0 -> 2.8/5.7, 1.7/2.9, 4.2/6.8; at +15 steps 4.4/7.0,
@@ -593,7 +607,7 @@ def analyze_images(
     layout: targets.Layout | str | os.PathLike,
     *,
     focus_position: int | None = None,
-    grid: tuple[int, int] | None = None,
+    grid: tuple[int, int] | str | None = None,
     oversample: int | None = None,
     psf_size: int | None = None,
     progress: bool = False,
@@ -608,8 +622,11 @@ def analyze_images(
     layout : targets.Layout or path to its JSON
     focus_position : int, optional, keyword-only
         Overrides the focus position in the photos' metadata.
-    grid : (ny, nx), optional, keyword-only
-        Field nodes spanning the frame corner to corner; default (6, 9).
+    grid : (ny, nx) or "auto", optional, keyword-only
+        Field nodes spanning the frame corner to corner; default (6, 9). ``"auto"``: from
+        (6, 9), as many more as the dots chart shows the PSF's width to need (about 12 %
+        change between adjacent nodes, nodes at least three dot pitches apart); a soft
+        lens then takes 4-5x the analysis time. Other charts use (6, 9).
     oversample : int, optional, keyword-only
         Sub-pixel sampling of the estimators; default 3 for sharp PSFs (at most 15 px
         wide), 1 for blurred ones.
@@ -629,6 +646,7 @@ def analyze_images(
     CalibError
         No chart in a photo, photos of different cameras, mostly saturated dots, ...
     """
+    _grid_nodes(1, 1, grid)  # a malformed grid is refused before any work
     layout_name = str(layout) if not isinstance(layout, targets.Layout) else "the layout"
     if not isinstance(layout, targets.Layout):
         layout = targets.load_layout(layout)
@@ -813,19 +831,34 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
             f"{ch}-{channels[gi]} ({corner[c, 0]:+.2f}, {corner[c, 1]:+.2f}) px" for c, ch in enumerate(channels)
             if c != gi) + f"; dots' rms misfit {lateral_model.residual_rms_px.max():.3f} px", progress)
     xs, ys = _grid_nodes(w, h, grid)
-    ny, nx = len(ys), len(xs)
     nc = len(channels)
-    # Each node's dots by distance (row by row), shared by the width field and the solves.
-    dists = [np.hypot(pos[:, 0] - x, pos[:, 1] - y) for y in ys for x in xs]
-    orders = [np.argsort(d) for d in dists]
+
+    def neighbourhoods(xs, ys):
+        """Each node's distances to the dots and the dots by distance (row by row), shared
+        by the width field and the solves."""
+        dists = [np.hypot(pos[:, 0] - x, pos[:, 1] - y) for y in ys for x in xs]
+        return dists, [np.argsort(d) for d in dists]
+
+    dists, orders = neighbourhoods(xs, ys)
     if s == 1:
-        node_reg = np.full((ny, nx, nc), DOTS_REG_SENSOR_GRID)
+        node_reg = np.full((len(ys), len(xs), nc), DOTS_REG_SENSOR_GRID)
     else:
         width_field = _width_field(data, pos, xs, ys, half=win_half, dot_r_px=dot_r_px, orders=orders)
+        if grid == "auto":
+            # As dense as the width field asks for (the denser-grid note, acted on).
+            dense = _denser_grid(width_field.log_gradient_per_px, (w, h), (len(ys), len(xs)),
+                                 min_spacing_px=AUTO_GRID_MIN_PITCHES * pitch_px)
+            if dense != (len(ys), len(xs)):
+                _progress(f"analyze: the PSF changes fast across the field; {dense[0]}x{dense[1]} nodes",
+                          progress)
+                xs, ys = _grid_nodes(w, h, dense)
+                dists, orders = neighbourhoods(xs, ys)
+                width_field = _width_field(data, pos, xs, ys, half=win_half, dot_r_px=dot_r_px, orders=orders)
         widths = width_field.rms_px
         node_reg = np.vectorize(_dots_reg)(widths)
         _progress("analyze: PSF rms width per channel " + ", ".join(
             f"{ch} {widths[..., c].min():.2f}-{widths[..., c].max():.2f} px" for c, ch in enumerate(channels)), progress)
+    ny, nx = len(ys), len(xs)
     # The map keeps the estimation's sampling: a sharp PSF decimated to the sensor grid
     # aliases (its MTF and centroid depend on the sampling phase); restore and the
     # sensor-grid comparisons decimate it themselves (``PSFMap.on_sensor_grid``).
@@ -942,14 +975,15 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
             node_flag |= FLAG_SATURATED
         if est.n_dots < 4 or est.snr < 20:
             node_flag |= FLAG_NOISY
-        if nearest > 0.75 * spacing:
+        # (a dense grid's node in a marker's gap in the dots is still measured, not extrapolated)
+        if nearest > 0.75 * max(spacing, 2 * AUTO_GRID_MIN_PITCHES * pitch_px):
             node_flag |= FLAG_FILLED  # no dot near: extrapolated from the nearest ones
             n_extrap += 1
         flags[:, i, j] |= node_flag
         have[i, j] = True
         _progress(f"analyze: node ({j},{i}) at ({x:.0f},{y:.0f}): {est.n_dots} dots, nearest {nearest:.0f} px",
                   progress)
-    if s > 1:
+    if s > 1 and grid != "auto":  # an automatic grid is as dense as its dots allow
         note = _denser_grid_note(width_field.log_gradient_per_px, spacing, (w, h), (ny, nx))
         if note:
             notes.append(note)
@@ -1056,7 +1090,7 @@ def analyze_session(
     *,
     db,
     replace: bool = False,
-    grid: tuple[int, int] | None = None,
+    grid: tuple[int, int] | str | None = None,
     oversample: int | None = None,
     progress: bool = False,
     workers: int | None = None,

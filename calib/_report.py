@@ -35,8 +35,8 @@ What the numbers mean (the summary table and the embedded JSON use these definit
   is given instead, as a bound (``best_focus_is_bound``). Per node (G) this is the
   best-focus map; per channel at the centre it shows longitudinal colour.
 * **PSF vs edge**: for every G/R/B edge record, the MTF of the map's PSF at the edge's
-  position (``PSFMap.psf_at``) in the same channel along the edge's orientation, at the edge's frequencies up to
-  Nyquist/2 (0.25 c/p); the figure is ``max |MTF_psf - MTF_edge|``.
+  position (``PSFMap.psf_at``) in the same channel along the edge's orientation, at
+  the edge's frequencies up to Nyquist/2 (0.25 c/p); the figure is ``max |MTF_psf - MTF_edge|``.
 """
 from __future__ import annotations
 

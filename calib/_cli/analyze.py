@@ -25,7 +25,8 @@ def register(subparsers) -> None:
     p.add_argument("--chart", metavar="NAME.json", help="chart layout of the photos (not for a session)")
     p.add_argument("--focus", type=int, metavar="F", help="focus-drive position of the photos")
     p.add_argument("--replace", action="store_true", help="replace a stored calibration of the same setting")
-    p.add_argument("--grid", default=None, metavar="NYxNX", help="field nodes, e.g. 6x9 (default)")
+    p.add_argument("--grid", default=None, metavar="NYxNX",
+                   help="field nodes, e.g. 6x9 (default); 'auto': denser where the dots show the PSF changing fast")
     p.add_argument("--oversample", type=int, default=None, metavar="S",
                    help="sub-pixel sampling of the estimate (default: by PSF size)")
     p.add_argument("--workers", type=int, default=None, metavar="N",
@@ -33,13 +34,13 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _grid(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
+def _grid(text: str | None) -> tuple[int, int] | str | None:
+    if text is None or text.lower() == "auto":
+        return None if text is None else "auto"
     try:
         ny, nx = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise calib.CalibError(f"--grid {text!r} is not NYxNX (e.g. 6x9); give rows x columns") from None
+        raise calib.CalibError(f"--grid {text!r} is not NYxNX (e.g. 6x9); give rows x columns, or auto") from None
     return ny, nx
 
 
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _analyze_into(db: calib.PSFDatabase, args: argparse.Namespace, grid: tuple[int, int] | None, first: Path,
+def _analyze_into(db: calib.PSFDatabase, args: argparse.Namespace, grid: tuple[int, int] | str | None, first: Path,
                   is_session: bool) -> list[int]:
     if is_session:
         return calib.analyze_session(first, db=db, replace=args.replace, grid=grid,

@@ -342,7 +342,8 @@ class SimulatedCamera:
         xs, ys = self._render_nodes(grid)
         ny, nx = grid
         s = _BLEND_CHECK_OVERSAMPLE
-        cells = [(i, j) for i in sorted({0, max(ny // 2 - 1, 0), ny - 2}) for j in sorted({0, max(nx // 2 - 1, 0), nx - 2})]
+        rows, cols = sorted({0, max(ny // 2 - 1, 0), ny - 2}), sorted({0, max(nx // 2 - 1, 0), nx - 2})
+        cells = [(i, j) for i in rows for j in cols]
         centres = [((xs[j] + xs[j + 1]) / 2, (ys[i] + ys[i + 1]) / 2) for i, j in cells]
         corners = [(x, y) for i, j in cells for x in xs[j:j + 2] for y in ys[i:i + 2]]
         self._psf_many([(x, y, c, focus_position, object_distance_m, s, None)

@@ -129,6 +129,49 @@ def test_a_psf_width_changing_fast_between_nodes_suggests_a_denser_grid():
     assert _denser_grid_note(np.full((6, 9), 5e-4), 150.0, (1200, 800), (6, 9)) is None
 
 
+def test_auto_grid_spaces_nodes_for_the_width_change_but_not_closer_than_asked():
+    from calib._analyze import _denser_grid  # noqa: PLC0415
+
+    # 0.12 / 2e-3 = 60 px between nodes on 1200x800; never fewer nodes than the start.
+    assert _denser_grid(np.full((6, 9), 2e-3), (1200, 800), (6, 9)) == (15, 21)
+    assert _denser_grid(np.full((6, 9), 2e-3), (1200, 800), (6, 9), min_spacing_px=100.0) == (9, 13)
+    assert _denser_grid(np.full((6, 9), 5e-4), (1200, 800), (6, 9)) == (6, 9)
+
+
+def test_auto_grid_keeps_the_default_grid_where_the_psf_changes_slowly(defocused):
+    _model, layout, shot, *_ = defocused
+    img = calib.LinearImage(shot.rgb_linear, ("R", "G", "B"), 0, 1, shot.rgb_linear >= 0.999, shot.metadata)
+    assert calib.analyze_images([img], layout, grid="auto").psf_map.grid_shape == (6, 9)
+
+
+@pytest.mark.slow
+def test_auto_grid_follows_a_soft_lens_with_more_nodes_that_match_the_truth():
+    # bench_analysis's soft-zoom frame: at 6x9 the width changes by up to 46 % between
+    # nodes; the automatic grid (11x16, three dot pitches apart) read 4.8 % median in green.
+    model = SimulatedCamera("soft-zoom", "small", seed=1, render_oversample=5)
+    probe = targets.make_layout("dots", paper="300x200mm")
+    fill = model.dots_field_fill(probe)
+    dist = model.chart_distance_m(probe, fill=fill)
+    layout = targets.make_layout("dots", paper="300x200mm", pixel_pitch_um=model.sensor.pixel_pitch_um,
+                                 focal_mm=model.focal_length_mm, distance_m=dist)
+    fp = round(model.best_focus_position(dist))
+    shot = model.shoot(layout, focus_position=fp, object_distance_m=dist, fill=fill)
+    img = calib.LinearImage(shot.rgb_linear, ("R", "G", "B"), 0, 1, shot.rgb_linear >= 0.999, shot.metadata)
+    res = calib.analyze_images([img], layout, grid="auto")
+    grid = res.psf_map.grid_shape
+    assert grid[0] > 6 and grid[1] > 9 and not any("denser grid" in n for n in res.notes)
+    est = res.psf_map.on_sensor_grid()
+    truth = model.true_psf_map(focus_position=fp, object_distance_m=dist, grid=grid, size=est.kernel_size)
+    assert np.median(_rel_l2(est.psf, truth.psf)[1]) < 0.07
+
+
+def test_grid_given_as_an_unknown_word_is_refused_with_a_clear_message(defocused):
+    _model, layout, shot, *_ = defocused
+    img = calib.LinearImage(shot.rgb_linear, ("R", "G", "B"), 0, 1, shot.rgb_linear >= 0.999, shot.metadata)
+    with pytest.raises(calib.CalibError, match="'dense' must be"):
+        calib.analyze_images([img], layout, grid="dense")
+
+
 def test_fitted_distortion_predicts_the_dot_positions_within_a_tenth_of_a_pixel(defocused):
     # A dot is recorded where its green PSF's centroid lies (off axis not the chief ray);
     # measured 0.027 px max.
