@@ -24,7 +24,7 @@ import numpy as np
 
 import targets
 from calib import (
-    LENS_PROFILES, SENSOR_PRESETS, Calibration, CalibrationKey, SimulatedCamera, measure_stripes, through_focus,
+    SENSOR_PRESETS, Calibration, CalibrationKey, SimulatedCamera, measure_stripes, through_focus,
 )
 from calib._mtf_psf import psf_mtf
 

@@ -975,8 +975,7 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
             node_flag |= FLAG_SATURATED
         if est.n_dots < 4 or est.snr < 20:
             node_flag |= FLAG_NOISY
-        # (a dense grid's node in a marker's gap in the dots is still measured, not extrapolated)
-        if nearest > 0.75 * max(spacing, 2 * AUTO_GRID_MIN_PITCHES * pitch_px):
+        if nearest > 0.75 * spacing:
             node_flag |= FLAG_FILLED  # no dot near: extrapolated from the nearest ones
             n_extrap += 1
         flags[:, i, j] |= node_flag
