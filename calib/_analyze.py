@@ -871,7 +871,7 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
         lateral[:] = lateral_model.at(node_xy).reshape(nc, ny, nx, 2)
     have = np.zeros((ny, nx), bool)
     notes: list[str] = []
-    n_extrap = 0
+    n_extrap = n_gap = 0
     # Each node gathers its nearest dots (many sub-pixel phases), weighted by distance so
     # the estimate describes the node even where the PSF changes across the field; nodes
     # beyond the dotted area (frame corners) take the nearest dots, flagged as extrapolated.
@@ -977,7 +977,10 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
             node_flag |= FLAG_NOISY
         if nearest > 0.75 * spacing:
             node_flag |= FLAG_FILLED  # no dot near: extrapolated from the nearest ones
-            n_extrap += 1
+            if 0 < i < ny - 1 and 0 < j < nx - 1:
+                n_gap += 1  # inside the frame: a gap in the dots (around an inner marker)
+            else:
+                n_extrap += 1
         flags[:, i, j] |= node_flag
         have[i, j] = True
         _progress(f"analyze: node ({j},{i}) at ({x:.0f},{y:.0f}): {est.n_dots} dots, nearest {nearest:.0f} px",
@@ -990,6 +993,10 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
         notes.append(f"{n_extrap} of {have.size} field nodes lie beyond the dots and were extrapolated "
                      "from the nearest dots (flagged filled); frame the chart so that it overfills the "
                      "photo (its inner markers keep it registrable)")
+    if n_gap:
+        notes.append(f"{n_gap} of {have.size} field nodes lie in gaps of the dots (around the chart's inner "
+                     "markers) and were extrapolated from the dots around them (flagged filled); a coarser "
+                     "grid keeps its nodes off the gaps")
     if not have.any() and n_sat:
         raise CalibError(sat_msg)
     if not have.all():
