@@ -995,7 +995,7 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
                      "photo (its inner markers keep it registrable)")
     if n_gap:
         notes.append(f"{n_gap} of {have.size} field nodes lie in gaps of the dots (around the chart's inner "
-                     "markers) and were extrapolated from the dots around them (flagged filled); a coarser "
+                     "markers) and were estimated from the dots around them (flagged filled); a coarser "
                      "grid keeps its nodes off the gaps")
     if not have.any() and n_sat:
         raise CalibError(sat_msg)
