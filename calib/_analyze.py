@@ -505,8 +505,8 @@ def _dots_reg(sigma_px: float) -> float:
     Applied per node and channel with the width field of :func:`_width_field`. The
     curve (then 0.0003 up to 0.7 px, since halved: DOTS_REG_SHARP; growing as the width
     to the power 6.5, which met the earlier curve's weight at its 2.8 px cap) was picked
-    when the solve began to apply the pixel box exactly (:mod:`calib._psf_dots`): the unknowns are then the optical
-    PSF, which a gradient penalty rounds less. Against the earlier curve (0.01, fourth
+    when the solve began to apply the pixel box exactly (:mod:`calib._psf_dots`): the
+    unknowns are then the optical PSF, which a gradient penalty rounds less. Against the earlier curve (0.01, fourth
     power) on the system PSF, 1200x800 median/worst R G B %: sharp-prime in focus
     3.2/8.0, 2.9/5.0, 4.7/10.0 -> 2.8/5.7, 1.7/2.9, 4.2/6.8; at +15 steps 4.4/7.0,
     4.8/6.2, 5.7/7.0 -> 3.8/5.2, 2.5/4.5, 2.8/4.3; vintage in focus 4.9/15.6, 4.7/11.0,
