@@ -149,13 +149,7 @@ def test_auto_grid_follows_a_soft_lens_with_more_nodes_that_match_the_truth():
     # bench_analysis's soft-zoom frame: at 6x9 the width changes by up to 46 % between
     # nodes; the automatic grid (11x16, three dot pitches apart) read 4.8 % median in green.
     model = SimulatedCamera("soft-zoom", "small", seed=1, render_oversample=5)
-    probe = targets.make_layout("dots", paper="300x200mm")
-    fill = model.dots_field_fill(probe)
-    dist = model.chart_distance_m(probe, fill=fill)
-    layout = targets.make_layout("dots", paper="300x200mm", pixel_pitch_um=model.sensor.pixel_pitch_um,
-                                 focal_mm=model.focal_length_mm, distance_m=dist)
-    fp = round(model.best_focus_position(dist))
-    shot = model.shoot(layout, focus_position=fp, object_distance_m=dist, fill=fill)
+    layout, fp, dist, shot = shoot_full_frame_dots(model, 0)
     img = calib.LinearImage(shot.rgb_linear, ("R", "G", "B"), 0, 1, shot.rgb_linear >= 0.999, shot.metadata)
     res = calib.analyze_images([img], layout, grid="auto")
     grid = res.psf_map.grid_shape
