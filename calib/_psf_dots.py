@@ -118,6 +118,9 @@ def estimate_psf_dots(
     core_px: float | None = None,
     other_xy: np.ndarray | None = None,
     field_order: int = 1,
+    rotations: np.ndarray | None = None,
+    field_xy: np.ndarray | None = None,
+    field_axes: int = 2,
 ) -> DotsPSF:
     """Estimate the local system PSF from dots at known sub-pixel centres.
 
@@ -175,6 +178,20 @@ def estimate_psf_dots(
     field_order : {1, 2}, keyword-only
         With ``node_xy``: the PSF varies linearly (1) or quadratically (2, adding
         ``dx^2 Pxx + dx dy Pxy + dy^2 Pyy``; from 12 dots) across the neighbourhood.
+    rotations : ndarray (n,), optional, keyword-only
+        Angle (radians, counted as ``atan2(y, x)`` in the image) by which each dot's
+        samples are turned about its centre before they enter the fit. A rotationally
+        symmetric lens images a point at another azimuth as the node's PSF turned by the
+        azimuth difference; turned back, dots all around the optical centre describe
+        the node.
+    field_xy : ndarray (n, 2), optional, keyword-only
+        With ``node_xy``: each dot's position in the coordinates of the field variation
+        (default: its centre), e.g. its radial and tangential offsets from the node,
+        added to ``node_xy``, for dots gathered about the optical centre.
+    field_axes : {2, 1}, keyword-only
+        With ``node_xy``: the PSF varies along both coordinates of the dots' field
+        positions, or along the first only (the radius, when the dots are turned to the
+        node's azimuth: fewer unknowns, less noise where the fit extrapolates).
 
     Returns
     -------
@@ -188,6 +205,8 @@ def estimate_psf_dots(
     s = check_estimate_request(size, oversample)
     if field_order not in (1, 2):
         raise CalibError(f"field_order {field_order} must be 1 (linear) or 2 (quadratic)")
+    if field_axes not in (1, 2):
+        raise CalibError(f"field_axes {field_axes} must be 1 (the first coordinate) or 2 (both)")
     image = np.asarray(image, dtype=np.float64)
     multi = image.ndim == 3
     img3 = image if multi else image[..., None]
@@ -213,7 +232,9 @@ def estimate_psf_dots(
     planes = _background_planes(img3, far, mask3)
     n_sat = n_noisy = 0
     dot_w = np.ones(len(centres)) if weights is None else np.asarray(weights, dtype=np.float64)
-    used, sigs, offs, amps, snrs, wts, dpos = [], [], [], [], [], [], []
+    turn = np.zeros(len(centres)) if rotations is None else np.asarray(rotations, dtype=np.float64)
+    at_xy = centres if field_xy is None else np.asarray(field_xy, dtype=np.float64).reshape(-1, 2)
+    used, sigs, offs, amps, snrs, wts, dpos, fpos = [], [], [], [], [], [], [], []
     # Dots cut by the crop's edge (the frame's edge) keep the part inside: the nodes at
     # the frame's edges have no dots beyond them, and their nearest dots are these.
     padded = np.pad(img3, ((half, half), (half, half), (0, 0)), constant_values=np.nan)
@@ -224,7 +245,7 @@ def estimate_psf_dots(
     # 0.06 c/p; R/G/B median 6.0/7.1/8.2 -> 5.6/6.0/7.8 %, PSF-vs-edge max 0.053 -> 0.046).
     full_inner = int((np.maximum(np.abs(xx), np.abs(yy)) <= support).sum())
     whole = []
-    for (cx, cy), wd in zip(centres, dot_w):
+    for (cx, cy), wd, ang, fxy in zip(centres, dot_w, turn, at_xy):
         ix, iy = int(round(cx)), int(round(cy))
         if not (0 <= ix < w and 0 <= iy < h):
             continue
@@ -262,11 +283,13 @@ def estimate_psf_dots(
         snrs.append(snr)
         used.append((cx, cy))
         sigs.append(sig)
-        offs.append(np.stack([tx[inner], ty[inner]], axis=1))
+        ca, sa = np.cos(ang), np.sin(ang)
+        offs.append(np.stack([ca * tx[inner] - sa * ty[inner], sa * tx[inner] + ca * ty[inner]], axis=1))
         whole.append(bool(valid.all()))
         amps.append(sig.sum(0))
         wts.append(np.full(int(inner.sum()), np.sqrt(max(float(wd), 0.0))))
-        dpos.append(np.broadcast_to([cx, cy], (int(inner.sum()), 2)))
+        dpos.append(np.broadcast_to(fxy, (int(inner.sum()), 2)))
+        fpos.append(fxy)
     if not sigs:
         raise CalibError(
             f"no usable dot among {len(centres)} in this region ({n_sat} saturated, "
@@ -304,7 +327,7 @@ def estimate_psf_dots(
         # the derivative of a sharp PSF is sharp (slopes on the sensor grid measured
         # 1200x800 in focus B 9.3/20 -> 11/27 %).
         d = np.concatenate(dpos) - np.asarray(node_xy, dtype=np.float64)
-        ud = np.asarray(used) - np.asarray(node_xy, dtype=np.float64)
+        ud = np.asarray(fpos) - np.asarray(node_xy, dtype=np.float64)
         ell_len = float(np.sqrt((ud**2).sum(1).mean())) + 1e-9
         d /= ell_len
         # Over the PSF's core only (slope_radius of the half side) where asked: that is
@@ -319,9 +342,12 @@ def estimate_psf_dots(
         else:
             a1 = _sample_matrix(t, sw, ell, s1, r1 * s1)
             synth1 = _synth(r1, s1, None)
-        terms = [d[:, 0], d[:, 1]]
-        if field_order == 2 and len(sigs) >= 12:
-            terms += [d[:, 0] ** 2, d[:, 0] * d[:, 1], d[:, 1] ** 2]
+        if field_axes == 1:
+            terms = [d[:, 0]] + ([d[:, 0] ** 2] if field_order == 2 and len(sigs) >= 12 else [])
+        else:
+            terms = [d[:, 0], d[:, 1]]
+            if field_order == 2 and len(sigs) >= 12:
+                terms += [d[:, 0] ** 2, d[:, 0] * d[:, 1], d[:, 1] ** 2]
         slopes = sp.hstack([sp.diags(tm) @ a1 for tm in terms]).tocsr()
         cross = (amat.T @ slopes).tocsr()
         sts = (slopes.T @ slopes).tocsr()
@@ -391,6 +417,10 @@ STENCIL_TOL = 0.003
 SLOPE_REG = 0.001
 # A dot cut by the crop's edge is used while this fraction of its cut-out is inside.
 PARTIAL_DOT_MIN = 0.5
+# Beyond about this many distinct sample phases (dots turned about their centres) the
+# phases are rounded to PHASE_STEPS per fine step (at 3 samples/px: 1/96 px).
+PHASES_MAX = 2048
+PHASE_STEPS = 32
 # Samples per pixel of the slopes (None: as P0).
 SLOPE_OVERSAMPLE: int | None = None
 
@@ -412,6 +442,11 @@ def _sample_matrix(t: np.ndarray, sw: np.ndarray, ell: np.ndarray, s: int, big: 
     # its non-negligible entries (a fifth of a 24 MP photo's solve time).
     fx, fy = t[:, 0] * s - base_x, t[:, 1] * s - base_y
     key = np.rint(fx * 1e6).astype(np.int64) * 4_000_037 + np.rint(fy * 1e6).astype(np.int64)
+    if len(np.unique(key[:: max(1, len(key) // PHASES_MAX)])) >= PHASES_MAX // 2:
+        # Samples of dots turned about their centres each have their own phase: round
+        # them to PHASE_STEPS per fine step, the table's own resolution being 1/16.
+        fx, fy = np.rint(fx * PHASE_STEPS) / PHASE_STEPS, np.rint(fy * PHASE_STEPS) / PHASE_STEPS
+        key = np.rint(fx * PHASE_STEPS).astype(np.int64) * 4_000_037 + np.rint(fy * PHASE_STEPS).astype(np.int64)
     _, first, inv = np.unique(key, return_index=True, return_inverse=True)
     dx = (fx[first, None] - sx[None, :]) / s  # offset of the sample from each node, px
     dy = (fy[first, None] - sy[None, :]) / s
