@@ -8,7 +8,7 @@ The chart's dots field overfills the frame by 6 % (the page by about 1.7: a page
 extrapolated); its inner markers keep it registrable. Frame real charts the same way.
 
 Run: ``.venv/bin/python bench/bench_analysis.py [--skip-24mp] [--workers N] [--defocus STEPS]
-[--lens sharp-prime|soft-zoom|vintage] [--grid NY,NX] [--skip-edges] [--render-oversample S]``
+[--lens sharp-prime|soft-zoom|vintage] [--grid NY,NX|auto] [--skip-edges] [--render-oversample S]``
 (default 5 scene samples per pixel) (slow: renders shots). Times are wall and CPU seconds (the CPU figure does not depend on other load).
 """
 from __future__ import annotations
@@ -45,14 +45,15 @@ def main() -> None:
     t0, c0 = time.perf_counter(), time.process_time()
     res = calib.analyze_images([img], layout, grid=GRID, workers=WORKERS)
     dt, dc = time.perf_counter() - t0, time.process_time() - c0
+    grid = res.psf_map.grid_shape
     grid_map = res.psf_map.on_sensor_grid()
     k = grid_map.kernel_size
-    truth = cam.true_psf_map(focus_position=fp, object_distance_m=dist, grid=GRID, size=k)
+    truth = cam.true_psf_map(focus_position=fp, object_distance_m=dist, grid=grid, size=k)
     est, tru = grid_map.psf, truth.psf
-    err = np.linalg.norm((est - tru).reshape(3, *GRID, -1), axis=-1) / np.linalg.norm(tru.reshape(3, *GRID, -1), axis=-1)
+    err = np.linalg.norm((est - tru).reshape(3, *grid, -1), axis=-1) / np.linalg.norm(tru.reshape(3, *grid, -1), axis=-1)
     measured = (res.psf_map.flags[1] & calib.FLAG_FILLED) == 0
     print(f"focus {fp} ({DEFOCUS:+d} from best): analysis time {dt:.1f} s wall, {dc:.1f} s CPU for "
-          f"{cam.image_size[0]}x{cam.image_size[1]}, PSF {k}x{k}")
+          f"{cam.image_size[0]}x{cam.image_size[1]}, PSF {k}x{k}, {grid[0]}x{grid[1]} nodes")
     for c, name in enumerate("RGB"):
         e = err[c][measured]
         print(f"dots rel L2 {name}: median {np.median(e):.3f} worst {e.max():.3f} (measured nodes {measured.sum()})")
@@ -60,7 +61,7 @@ def main() -> None:
     ca = np.abs((_centroids(est[0]) - _centroids(est[2])) - (_centroids(tru[0]) - _centroids(tru[2])))
     print(f"R-B centroid error of the PSF map (sensor-grid centroids): max {ca[measured].max():.3f} px")
     pm = res.psf_map
-    fine_truth = cam.true_psf_map(focus_position=fp, object_distance_m=dist, grid=GRID, size=pm.kernel_size,
+    fine_truth = cam.true_psf_map(focus_position=fp, object_distance_m=dist, grid=grid, size=pm.kernel_size,
                                   oversample=pm.sampling)
     cf = ((_centroids(pm.psf[0]) - _centroids(pm.psf[2])) - (_centroids(fine_truth.psf[0])
           - _centroids(fine_truth.psf[2]))) / pm.sampling
@@ -151,7 +152,8 @@ DEFOCUS = int(sys.argv[sys.argv.index("--defocus") + 1]) if "--defocus" in sys.a
 RENDER_OVERSAMPLE = int(sys.argv[sys.argv.index("--render-oversample") + 1]) if "--render-oversample" in sys.argv else 5
 LENS = sys.argv[sys.argv.index("--lens") + 1] if "--lens" in sys.argv else "sharp-prime"
 # PSF map nodes (ny, nx); a lens whose PSF changes fast across the field needs more
-GRID = tuple(int(v) for v in sys.argv[sys.argv.index("--grid") + 1].split(",")) if "--grid" in sys.argv else (6, 9)
+GRID = sys.argv[sys.argv.index("--grid") + 1] if "--grid" in sys.argv else "6,9"
+GRID = GRID if GRID == "auto" else tuple(int(v) for v in GRID.split(","))
 
 if __name__ == "__main__":
     main()

@@ -541,8 +541,13 @@ DOTS_REG_SHARP = 0.00015
 #: R/G/B 24.7/26.6/37.0 -> 23.6/24.1/37.0 %); since the slopes span the PSF's width
 #: (SLOPE_WIDTHS) the smoothing is what blurred its wide defocused cores: +15 steps,
 #: 6.1/8.2/9.4 % median, worst 20/18/18 % at 4 -> 6.1/7.6/8.2 %, worst 15/14/14 % at 3
-#: (2.5: 17/15/16 %; in focus unchanged). vintage and sharp-prime never reach it.
-DOTS_REG_MAX_RATIO = 3.0
+#: (2.5: 17/15/16 %; in focus unchanged). Back up to 3.5 (2.45 px) once the frame edges
+#: were read off dots turned about the optical centre (ROTATE_LOPSIDED): only the corners
+#: reach it, where the estimate extrapolates along the radius and more smoothing steadies
+#: it (soft-zoom blue worst node in focus 16.4 -> 13.9 %, +15 steps 16.4 -> 13.4 %, with
+#: dots gathered within 0.5 rad; 4: red +15 13.6 -> 16.1 %; at 2.5 and 2, noise-free, the
+#: corners read worse, 17 and 20 % in blue). vintage and sharp-prime never reach it.
+DOTS_REG_MAX_RATIO = 3.5
 DOTS_REG_WIDTH = 0.7
 DOTS_REG_POWER = 6.5
 #: Penalty weight at one sample per pixel (``oversample=1``).
@@ -584,15 +589,20 @@ SLOPE_WIDTHS = 2.5
 # rotationally symmetric), at least ROTATE_GATHER_MIN of them, and the PSF fitted as
 # varying along the radius only. An edge node then sits among dots at its own distance
 # from the centre rather than at the end of an extrapolation. soft-zoom 1200x800 (R/G/B
-# median/worst %), in focus 4.1/15.3, 5.8/13.8, 7.9/16.3 -> 3.4/15.5, 5.0/11.6, 6.9/16.4;
-# +15 steps 5.3/15.2, 6.7/14.2, 7.9/17.4 -> 4.6/13.6, 5.5/13.0, 6.7/16.4: the edges
-# went from 8-16 % to 3-10 %, the corners (still an extrapolation along the radius)
-# stayed at 10-16 %. With both field axes (radial and tangential) the edges kept 7-13 %;
-# 25 dots left the corners noisier (R 17.5 %), 60 blurred them (B 19 %). sharp-prime
-# and vintage within 0.3 points in the median, worst nodes within 0.6 (vintage green
-# 9.6 -> 7.2 %). Nodes within ROTATE_MIN_RADIUS dot pitches of the centre keep theirs.
+# median/worst %; with DOTS_REG_MAX_RATIO 3.5), in focus 4.1/15.3, 5.8/13.8, 7.9/16.3 ->
+# 3.5/14.5, 4.8/11.7, 7.0/14.4; +15 steps 5.3/15.2, 6.7/14.2, 7.9/17.4 -> 4.7/12.5,
+# 5.8/11.0, 7.2/13.6 (two more noise seeds: worst 14.8-15.0, 11.3-12.3, 13.4-15.8): the
+# edges went from 8-16 % to 3-10 %; the corners, still an extrapolation along the
+# radius, read 10-16 %. With both field axes (radial and tangential) the edges kept
+# 7-13 %; 25 dots left the corners noisier (red 17.5 %); 50 within 0.5 rad read about
+# the same but moved a corner's red-to-blue offset 0.05 px further from the truth.
+# Only for a lens whose PSF changes fast across the field (the one fitted with a quadratic
+# field): sharp-prime's and vintage's nearest dots describe their edge nodes as well
+# (turned, sharp-prime within 0.8 points at the worst node, vintage green 9.6 -> 10.4 %),
+# and the turned neighbourhoods' longer crops cost time (24 MP sharp-prime 10.3 -> 13.8 s).
+# Nodes within ROTATE_MIN_RADIUS dot pitches of the centre keep their own dots.
 ROTATE_LOPSIDED: float | None = 0.4
-ROTATE_MAX_RAD = 0.5
+ROTATE_MAX_RAD = 0.3
 ROTATE_STRETCH = 3.0
 ROTATE_MIN_RADIUS = 3.0
 ROTATE_GATHER_MIN = 40
@@ -905,9 +915,6 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
     # width changes by at most 14 % between nodes, and its green went 5.5/9.2 ->
     # 6.2/13.3 % (rendered at 5 samples per pixel) with the extra unknowns.
     field_order = 2 if s > 1 and float(width_field.log_gradient_per_px.max()) * spacing > GRID_CHANGE_NOTE else 1
-    # First every node's neighbourhood (cheap), then the PSF solves, which are
-    # independent, on a thread pool: their heavy parts (sparse products, LAPACK) release
-    # the GIL, and one BLAS thread per solve keeps the cores from being oversubscribed.
     optic = np.asarray(reg.centre_xy_px, dtype=np.float64)
     radius = np.hypot(pos[:, 0] - optic[0], pos[:, 1] - optic[1])
     azimuth = np.arctan2(pos[:, 1] - optic[1], pos[:, 0] - optic[0])
@@ -960,7 +967,7 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
             nearest = float(dn[0])
             r_node = float(np.hypot(x - optic[0], y - optic[1]))
             turn = field_at = None
-            if (s > 1 and ROTATE_LOPSIDED is not None and off_centre >= ROTATE_LOPSIDED * spread
+            if (field_order == 2 and ROTATE_LOPSIDED is not None and off_centre >= ROTATE_LOPSIDED * spread
                     and r_node > ROTATE_MIN_RADIUS * pitch_px):
                 # The dots lie to one side (a frame edge or corner): gather them along the
                 # circle about the optical centre through the node instead, each turned
