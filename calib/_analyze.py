@@ -27,6 +27,7 @@ from ._db import describe_key
 from ._errors import CalibError
 from ._imageio import LinearImage, load_linear
 from ._lateral import fit_lateral_colour
+from ._mtf_psf import psf_map_mtf
 from ._psf_dots import estimate_psf_dots
 from ._psfmap import FLAG_FILLED, FLAG_NOISY, FLAG_SATURATED, PSFMap, psf_centroids
 from ._records import CalibrationKey, MTFRecord, NoiseModel, ShotMetadata
@@ -65,8 +66,11 @@ class AnalysisResult:
         a plane through the node's nearest dots (NaN where those are too few; None for the
         noise chart). Red minus blue is the lateral colour.
     mtf : tuple of MTFRecord
-        The chart's edge and grating MTFs (:func:`calib.measure_chart_mtf`; empty for a
-        chart without edges or gratings), flagged items included with their flags.
+        The chart's edge and grating MTFs (:func:`calib.measure_chart_mtf`; none for a
+        chart without edges or gratings), flagged items included with their flags, then
+        the PSF map's sagittal and tangential MTF at every node and channel (method
+        ``"psf"``, :func:`calib.psf_map_mtf` about the optical centre), so that the
+        database holds all three for the report and ``db export --mtf``.
     """
 
     psf_map: PSFMap | None
@@ -707,6 +711,8 @@ def analyze_images(
             data, sat, channels, gi, meta, layout, grid=grid, oversample=oversample, psf_size=psf_size,
             name=name, layout_name=layout_name, progress=progress, workers=workers)
         noise = noise_job.result()
+    if pm is not None:
+        mtf = (*mtf, *psf_map_mtf(pm, centre_xy=reg.centre_xy_px))
     if not noise_model_complete(noise):
         # A gain of 0 would tell restore there is no shot noise; better no model at all.
         notes = [*notes, "the sensor gain could not be measured on this chart (no flat bright areas); "

@@ -266,7 +266,7 @@ def test_combo_chart_gives_a_psf_map_and_chart_mtf_in_one_analysis(rng):
     res = calib.analyze_images([img], layout, grid=GRID)
     assert res.psf_map is not None and res.method == "dots"
     methods = {m.method for m in res.mtf}
-    assert res.mtf and methods <= {"edge", "stripes"}
+    assert {"edge", "psf"} <= methods <= {"edge", "stripes", "psf"}
 
 
 def test_edges_chart_gives_mtf_without_a_psf_map(rng):
@@ -274,6 +274,15 @@ def test_edges_chart_gives_mtf_without_a_psf_map(rng):
     res = calib.analyze_images([img], layout, grid=GRID)
     assert res.psf_map is None and res.method == "mtf"
     assert any(m.method == "edge" for m in res.mtf)
+
+
+def test_dots_analysis_carries_the_psf_maps_mtf_at_every_node_and_channel(defocused):
+    res = defocused[5]
+    psf = [m for m in res.mtf if m.method == "psf"]
+    ny, nx = res.psf_map.grid_shape
+    assert len(psf) == 2 * ny * nx * len(res.psf_map.channels)
+    assert {m.direction for m in psf} <= {"sagittal", "tangential", "none"}
+    assert all(m.mtf[0] == pytest.approx(1.0, abs=1e-3) and m.mtf[-1] < m.mtf[0] for m in psf)
 
 
 def test_noise_model_from_a_dots_chart_matches_the_sensor_truth(defocused):

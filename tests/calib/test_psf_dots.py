@@ -91,14 +91,20 @@ def _sigma_at_x(x):
     return (0.6 + 0.006 * x, 0.45 + 0.003 * x)
 
 
-def test_linear_field_fit_describes_a_node_at_the_edge_of_its_dots(rng):
-    # PSF widening across the field, node at the left edge: every dot lies to its right.
+def _left_edge_node(rng, sigma_at_x):
+    """Dots whose PSF follows ``sigma_at_x``, a node at the frame's left edge: (photo, the
+    node's 40 nearest dots, the node, the true PSF there)."""
     from _psf_synth import varying_dot_photo
 
-    image, centres = varying_dot_photo(120, 200, rng, _sigma_at_x)
+    image, centres = varying_dot_photo(120, 200, rng, sigma_at_x)
     node = (8.0, 60.0)
-    truth = system_psf(4, sigma=_sigma_at_x(node[0]))[1]
     near = centres[np.argsort(np.hypot(*(centres - node).T))[:40]]
+    return image, near, node, system_psf(4, sigma=sigma_at_x(node[0]))[1]
+
+
+def test_linear_field_fit_describes_a_node_at_the_edge_of_its_dots(rng):
+    # PSF widening across the field, node at the left edge: every dot lies to its right.
+    image, near, node, truth = _left_edge_node(rng, _sigma_at_x)
     plain = estimate_psf_dots(image, near, dot_ellipse=1.0, size=9, oversample=3)
     linear = estimate_psf_dots(image, near, dot_ellipse=1.0, size=9, oversample=3, node_xy=node)
     assert rel_l2(linear.psf, truth) < 0.5 * rel_l2(plain.psf, truth)
@@ -189,12 +195,7 @@ def test_field_along_one_axis_describes_a_psf_that_changes_along_it_with_less_no
     # The PSF changes only with x and every dot lies to the node's right: the field
     # fitted along x alone has fewer unknowns to extrapolate (measured over four seeds:
     # 12.4-13.1 % against 14.6-15.8 % with both axes).
-    from _psf_synth import varying_dot_photo
-
-    image, centres = varying_dot_photo(120, 200, rng, _sigma_growing_in_x)
-    node = (8.0, 60.0)
-    truth = system_psf(4, sigma=_sigma_growing_in_x(node[0]))[1]
-    near = centres[np.argsort(np.hypot(*(centres - node).T))[:40]]
+    image, near, node, truth = _left_edge_node(rng, _sigma_growing_in_x)
     kw = dict(dot_ellipse=1.0, size=9, oversample=3, node_xy=node, field_order=2)
     both = estimate_psf_dots(image, near, **kw)
     along_x = estimate_psf_dots(image, near, **kw, field_axes=1)
