@@ -70,13 +70,14 @@ def run(args: argparse.Namespace) -> int:
     for i, f in enumerate(res.freq_cpp):
         row = [f"{f:.2f}"] + ([f"{f * 1000 / pitch:.2f}"] if pitch else [])
         rows.append(row + [f"{res.mtf[c, i]:.4f}" for c in range(len(res.channels))])
-    print("  " + "  ".join(f"{h:>9s}" for h in header))
-    for row in rows[: int(round(0.5 / 0.01)) + 1 : 5]:
-        print("  " + "  ".join(f"{v:>9s}" for v in row))
-    if args.csv:
+    if args.csv:  # before the printout: a closed pipe (``| head``) must not lose the file
         with targets.atomic_write(args.csv) as tmp, open(tmp, "w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(header)
             w.writerows(rows)
+    print("  " + "  ".join(f"{h:>9s}" for h in header))
+    for row in rows[: int(round(0.5 / 0.01)) + 1 : 5]:
+        print("  " + "  ".join(f"{v:>9s}" for v in row))
+    if args.csv:
         print(f"wrote {args.csv}")
     return 0
