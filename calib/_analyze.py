@@ -659,7 +659,7 @@ def analyze_images(
         Field nodes spanning the frame corner to corner; default (6, 9). ``"auto"``: from
         (6, 9), as many more as the dots chart shows the PSF's width to need (about 12 %
         change between adjacent nodes, nodes at least three dot pitches apart); a soft
-        lens then takes 4-5x the analysis time. Other charts use (6, 9).
+        lens then takes 3.5-4x the analysis time. Other charts use (6, 9).
     oversample : int, optional, keyword-only
         Sub-pixel sampling of the estimators; default 3 for sharp PSFs (at most 15 px
         wide), 1 for blurred ones.

@@ -234,7 +234,7 @@ def estimate_psf_dots(
     dot_w = np.ones(len(centres)) if weights is None else np.asarray(weights, dtype=np.float64)
     turn = np.zeros(len(centres)) if rotations is None else np.asarray(rotations, dtype=np.float64)
     at_xy = centres if field_xy is None else np.asarray(field_xy, dtype=np.float64).reshape(-1, 2)
-    used, sigs, offs, amps, snrs, wts, dpos, fpos = [], [], [], [], [], [], [], []
+    used, sigs, offs, amps, snrs, wts, fpos = [], [], [], [], [], [], []
     # Dots cut by the crop's edge (the frame's edge) keep the part inside: the nodes at
     # the frame's edges have no dots beyond them, and their nearest dots are these.
     padded = np.pad(img3, ((half, half), (half, half), (0, 0)), constant_values=np.nan)
@@ -288,7 +288,6 @@ def estimate_psf_dots(
         whole.append(bool(valid.all()))
         amps.append(sig.sum(0))
         wts.append(np.full(int(inner.sum()), np.sqrt(max(float(wd), 0.0))))
-        dpos.append(np.broadcast_to(fxy, (int(inner.sum()), 2)))
         fpos.append(fxy)
     if not sigs:
         raise CalibError(
@@ -326,10 +325,9 @@ def estimate_psf_dots(
         # P0's fine grid: lateral colour moves a sharp PSF across the neighbourhood, and
         # the derivative of a sharp PSF is sharp (slopes on the sensor grid measured
         # 1200x800 in focus B 9.3/20 -> 11/27 %).
-        d = np.concatenate(dpos) - np.asarray(node_xy, dtype=np.float64)
         ud = np.asarray(fpos) - np.asarray(node_xy, dtype=np.float64)
         ell_len = float(np.sqrt((ud**2).sum(1).mean())) + 1e-9
-        d /= ell_len
+        d = np.repeat(ud / ell_len, [len(o) for o in offs], axis=0)  # each sample's dot
         # Over the PSF's core only (slope_radius of the half side) where asked: that is
         # where a moving or sharpening PSF changes most, and it keeps the unknowns (and
         # the dense factorisation) small.
@@ -342,12 +340,9 @@ def estimate_psf_dots(
         else:
             a1 = _sample_matrix(t, sw, ell, s1, r1 * s1)
             synth1 = _synth(r1, s1, None)
-        if field_axes == 1:
-            terms = [d[:, 0]] + ([d[:, 0] ** 2] if field_order == 2 and len(sigs) >= 12 else [])
-        else:
-            terms = [d[:, 0], d[:, 1]]
-            if field_order == 2 and len(sigs) >= 12:
-                terms += [d[:, 0] ** 2, d[:, 0] * d[:, 1], d[:, 1] ** 2]
+        terms = [d[:, a] for a in range(field_axes)]
+        if field_order == 2 and len(sigs) >= 12:
+            terms += [d[:, a] * d[:, b] for a in range(field_axes) for b in range(a, field_axes)]
         slopes = sp.hstack([sp.diags(tm) @ a1 for tm in terms]).tocsr()
         cross = (amat.T @ slopes).tocsr()
         sts = (slopes.T @ slopes).tocsr()
