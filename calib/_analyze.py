@@ -264,17 +264,23 @@ def _recentre(fine: np.ndarray, s: int, dx: float, dy: float) -> np.ndarray:
 
 def _place_channels(fine: np.ndarray, gi: int, offsets: np.ndarray, s: int) -> np.ndarray:
     """One node's PSFs (C, n, n) at ``s`` samples/px with green's centroid on the centre
-    sample. The others keep their offsets from green as solved, unless these stray from
-    the dots' centroid offsets ``offsets`` (C, 2; NaN: unknown) by more than
-    RB_FIT_STRAY_PX, which then place them."""
+    sample and every other channel's at its offset from green in ``offsets`` (C, 2: the
+    dots' lateral colour); a channel whose offset is unknown (NaN) keeps the solve's.
+
+    The dots' offsets are whole-PSF centroids fitted over the frame (``_lateral``), while
+    the solve's are those of a kernel fitted to a few dozen dots: at soft-zoom's frame
+    corners, where the PSF spills beyond the kernel and the fit extrapolates along the
+    radius, the map's red-to-blue shift against the true PSFs' centroids (worst node,
+    1200x800, three noise seeds, in focus and at +15 steps) read 0.034-0.075 px placed by
+    the solve (by the dots' only where it strayed 0.05 px from them) and 0.010-0.048 px
+    placed by the dots', for the same PSF errors within 0.4 points (R/G/B median and
+    worst node); sharp-prime and vintage within 0.4 points too."""
     g = psf_centroids(fine[gi], s)
     out = np.empty_like(fine)
     for c in range(len(fine)):
         at = g
         if c != gi and np.isfinite(offsets[c]).all():
-            own = psf_centroids(fine[c], s)
-            if np.hypot(*(own - g - offsets[c])) > RB_FIT_STRAY_PX:
-                at = own - offsets[c]
+            at = psf_centroids(fine[c], s) - offsets[c]
         out[c] = _recentre(fine[c], s, -at[0], -at[1])
     return out
 
@@ -610,19 +616,17 @@ ROTATE_MAX_RAD = 0.3
 ROTATE_STRETCH = 3.0
 ROTATE_MIN_RADIUS = 3.0
 ROTATE_GATHER_MIN = 40
-# Red and blue sit where the joint linear-field fit puts them relative to green, unless
-# that strays from their dots' centroid offsets by more than this (px); the offsets then
-# place them. With the linear field at every node the fit reads the PSF at the node
-# itself: placing R and B always by the offsets (0 here) measured 1200x800 in focus R
-# 6.3/15.7 -> 6.5/15.7, B 8.5/13.7 -> 8.8/15.7 %. Where the fit strays (soft-zoom's
-# corners and marker holes, where the dots lie far from the node), the map's R-B error
-# went 0.34 -> 0.08 px in focus and 0.43 -> 0.07 px at +15 (B worst 35 -> 30 %, R worst
-# 21 -> 24 %); sharp-prime and vintage in focus never stray. Not everywhere better: the
-# 720x480 test sensor's soft-zoom corner at +12 steps went 0.13 -> 0.17 px (its dots'
-# plane extrapolates there too); 0.15 kept that corner but only halved the 1200x800
-# errors. The dots' offsets there come from the frame's radial lateral-colour model
-# (``_lateral``; worst node 0.004-0.016 px against the truth, 1200x800 at 5 samples/px).
-RB_FIT_STRAY_PX = 0.05
+# Each turned dot is also stretched along the radius by (r_node / r_dot) to this power
+# before it enters the fit: off axis the PSF grows with the field height (coma's image
+# in proportion to it), and the field terms along the radius are left with the rest.
+# soft-zoom 1200x800, noise seed 1 (R/G/B median/worst %), in focus 3.4/14.7, 4.9/12.0,
+# 6.9/14.3 -> 3.4/14.6, 4.8/11.4, 5.5/12.0; +15 steps 4.7/12.0, 5.9/12.1, 7.1/13.4 ->
+# 4.7/12.9, 5.2/12.7, 5.8/12.4; over seeds 1-3 and both settings the worst node went
+# 14.9 -> 14.6 % and blue's median 7.0-7.3 -> 5.5-6.2 %. Stretched across the radius
+# too: the same within 0.5 points; power 1.5: red +15 worst 13.5; 0.5 (both axes): blue
+# in focus 12.5; by the ratio of the width field's rms widths (about r^2 here): 14.3/12.5/13.3
+# worst in focus: the rms width grows with the halo faster than the PSF's shape.
+RADIAL_SCALE_POWER = 1.0
 # A node is in a hole of the dots field when its dots' weighted rms distance exceeds
 # HOLE_SPREAD times the median node's and their weighted centre lies within HOLE_CENTRED
 # of that distance from it (1200x800: holes 1.4-1.7 and 0.25-0.37; frame edges >= 0.55,
@@ -972,7 +976,8 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
             ring_shape.append((off_centre, spread))
             nearest = float(dn[0])
             r_node = float(np.hypot(x - optic[0], y - optic[1]))
-            turn = field_at = None
+            turn = field_at = stretch = None
+            radial_dir = (1.0, 0.0)
             if (field_order == 2 and ROTATE_LOPSIDED is not None and off_centre >= ROTATE_LOPSIDED * spread
                     and r_node > ROTATE_MIN_RADIUS * pitch_px):
                 # The dots lie to one side (a frame edge or corner): gather them along the
@@ -989,6 +994,8 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
                 near, dn, sigma, wts = gather(metric, r_order, i, j, ROTATE_GATHER_MIN)
                 turn = phi_n - azimuth[near]
                 field_at = np.c_[dr[near], dt[near]]
+                stretch = (r_node / np.maximum(radius[near], 1.0)) ** RADIAL_SCALE_POWER
+                radial_dir = (float(np.cos(phi_n)), float(np.sin(phi_n)))
             cen = pos[near]
             e = np.mean(jac[near], axis=0) * (0.5 * dot_mm)
             pad = psf_size // 2 + int(np.ceil(np.linalg.norm(e, 2))) + 4
@@ -1010,6 +1017,7 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
                 slope_radius=_slope_radius(float(widths[i, j].max()) if s > 1 else 0.0, psf_size),
                 node_xy=(x - x0 + shift[0], y - y0 + shift[1]) if lopsided or turn is not None else None,
                 field_order=field_order, rotations=turn, field_axes=2 if turn is None else 1,
+                stretch=stretch, stretch_axis=radial_dir,
                 field_xy=None if field_at is None else field_at + [x - x0 + shift[0], y - y0 + shift[1]],
                 other_xy=_in_box(np.vstack([pos[unfitted], unused]), x0 - pad, y0 - pad, x1 + pad, y1 + pad)
                 - [x0, y0] + shift,

@@ -16,6 +16,12 @@ RADIAL_TERMS = 3
 #: and the fit repeated (dots near a marker's quiet zone, a defect on the print):
 #: without it vintage in focus read 0.042 px instead of 0.008.
 CLIP_MEDIANS = 4.5
+#: Each dot weighs by the inverse of its centroid's noise, which grows towards the frame's
+#: corners (wider, dimmer PSFs): the misses' square fitted as a quadratic in rho, at least
+#: this fraction of their median. soft-zoom 1200x800, R-B against the true centroids,
+#: worst node over noise seeds 1-3, in focus and at +15 steps: 0.006-0.043 -> 0.006-0.033 px
+#: (seed 1 in focus 0.035 -> 0.033, +15 0.043 -> 0.032; seed 3 in focus 0.030 -> 0.024).
+NOISE_FLOOR = 0.2
 #: Fewer usable dots than this: no model (the caller falls back to local estimates).
 MIN_DOTS = 30
 
@@ -102,12 +108,17 @@ def fit_lateral_colour(shift_px: np.ndarray, xy: np.ndarray, *, centre_xy_px: tu
         if not np.any(target):
             continue  # the reference channel
         keep = np.ones(n, bool)
-        for _ in range(4):
+        wt = np.ones(n)
+        for it in range(5):
             rows = np.r_[keep, keep]
-            coef[c], *_ = np.linalg.lstsq(design[rows], target[rows], rcond=None)
+            sw = np.sqrt(np.r_[wt, wt][rows])
+            coef[c], *_ = np.linalg.lstsq(design[rows] * sw[:, None], target[rows] * sw, rcond=None)
             miss = np.hypot(*(target - design @ coef[c]).reshape(2, n))
+            if it >= 1:  # the misses of a first fit give the centroids' noise across the frame
+                var = np.polyval(np.polyfit(rho[keep], miss[keep] ** 2, 2), rho)
+                wt = 1.0 / np.maximum(var, NOISE_FLOOR * np.median(miss[keep] ** 2))
             new = miss < CLIP_MEDIANS * np.median(miss[keep])
-            if (new == keep).all():
+            if (new == keep).all() and it >= 3:
                 break
             keep = new
         rms[c] = float(np.sqrt(np.mean(miss[keep] ** 2)))

@@ -121,6 +121,8 @@ def estimate_psf_dots(
     rotations: np.ndarray | None = None,
     field_xy: np.ndarray | None = None,
     field_axes: int = 2,
+    stretch: np.ndarray | None = None,
+    stretch_axis: tuple[float, float] = (1.0, 0.0),
 ) -> DotsPSF:
     """Estimate the local system PSF from dots at known sub-pixel centres.
 
@@ -192,6 +194,14 @@ def estimate_psf_dots(
         With ``node_xy``: the PSF varies along both coordinates of the dots' field
         positions, or along the first only (the radius, when the dots are turned to the
         node's azimuth: fewer unknowns, less noise where the fit extrapolates).
+    stretch : ndarray (n,), optional, keyword-only
+        Factor by which each dot's samples (after ``rotations``) are scaled along
+        ``stretch_axis`` about its centre, and its light spread thinner in proportion,
+        before they enter the fit: the node's PSF is then this dot's PSF stretched. Off
+        axis a lens's PSF grows with the distance from the optical centre, so a dot
+        nearer the centre than the node sees the node's PSF shrunk along the radius.
+    stretch_axis : (float, float), keyword-only
+        Unit vector (x, y) along which ``stretch`` acts (the node's radial direction).
 
     Returns
     -------
@@ -233,8 +243,16 @@ def estimate_psf_dots(
     n_sat = n_noisy = 0
     dot_w = np.ones(len(centres)) if weights is None else np.asarray(weights, dtype=np.float64)
     turn = np.zeros(len(centres)) if rotations is None else np.asarray(rotations, dtype=np.float64)
+    if stretch is None:
+        stretch_a = np.ones(len(centres))
+    else:
+        stretch_a = np.asarray(stretch, dtype=np.float64).ravel()
+        if stretch_a.shape != (len(centres),) or not (stretch_a > 0).all():
+            raise CalibError(f"stretch must hold one positive factor per dot ({len(centres)})")
+    axis = np.asarray(stretch_axis, dtype=np.float64)
+    axis = axis / np.hypot(*axis)
     at_xy = centres if field_xy is None else np.asarray(field_xy, dtype=np.float64).reshape(-1, 2)
-    used, sigs, offs, amps, snrs, wts, fpos = [], [], [], [], [], [], []
+    used, sigs, offs, amps, snrs, wts, fpos, thin = [], [], [], [], [], [], [], []
     # Dots cut by the crop's edge (the frame's edge) keep the part inside: the nodes at
     # the frame's edges have no dots beyond them, and their nearest dots are these.
     padded = np.pad(img3, ((half, half), (half, half), (0, 0)), constant_values=np.nan)
@@ -245,7 +263,7 @@ def estimate_psf_dots(
     # 0.06 c/p; R/G/B median 6.0/7.1/8.2 -> 5.6/6.0/7.8 %, PSF-vs-edge max 0.053 -> 0.046).
     full_inner = int((np.maximum(np.abs(xx), np.abs(yy)) <= support).sum())
     whole = []
-    for (cx, cy), wd, ang, fxy in zip(centres, dot_w, turn, at_xy):
+    for (cx, cy), wd, ang, fxy, k in zip(centres, dot_w, turn, at_xy, stretch_a):
         ix, iy = int(round(cx)), int(round(cy))
         if not (0 <= ix < w and 0 <= iy < h):
             continue
@@ -284,7 +302,9 @@ def estimate_psf_dots(
         used.append((cx, cy))
         sigs.append(sig)
         ca, sa = np.cos(ang), np.sin(ang)
-        offs.append(np.stack([ca * tx[inner] - sa * ty[inner], sa * tx[inner] + ca * ty[inner]], axis=1))
+        o = np.stack([ca * tx[inner] - sa * ty[inner], sa * tx[inner] + ca * ty[inner]], axis=1)
+        offs.append(o + np.outer((k - 1.0) * (o @ axis), axis))
+        thin.append(k)
         whole.append(bool(valid.all()))
         amps.append(sig.sum(0))
         wts.append(np.full(int(inner.sum()), np.sqrt(max(float(wd), 0.0))))
@@ -301,7 +321,7 @@ def estimate_psf_dots(
     amp = np.stack([_smooth_amplitudes(np.asarray(used), amps_a[:, c], whole_a) for c in range(nc)], axis=1)
     t = np.concatenate(offs)
     sw = np.concatenate(wts)
-    v = np.concatenate([sg / a for sg, a in zip(sigs, amp)]) * sw[:, None]
+    v = np.concatenate([sg / (a * k) for sg, a, k in zip(sigs, amp, thin)]) * sw[:, None]
 
     # One regularised, non-negative least-squares solve for p on the fine grid: each
     # sample is the dot shape convolved with p (Keys-interpolated fine samples),

@@ -364,20 +364,20 @@ def _centroids(stack: np.ndarray, s: int = 3) -> np.ndarray:
     return psf_centroids(stack, s)
 
 
-def test_red_and_blue_keep_the_solved_offset_from_green_when_it_agrees_with_their_dots():
+def test_red_and_blue_sit_at_their_dots_offsets_from_green():
     from calib._analyze import _place_channels  # noqa: PLC0415
 
     fine = _gaussian_stack([(0.5, 0.2), (0.2, 0.1), (-0.1, 0.0)])
-    dots = np.array([[0.32, 0.08], [0.0, 0.0], [-0.28, -0.12]])  # within 0.05 px of the solve's
+    dots = np.array([[0.32, 0.08], [0.0, 0.0], [-0.28, -0.12]])  # the solve's are (0.3, 0.1), (-0.3, -0.1)
     placed = _centroids(_place_channels(fine, 1, dots, 3))
-    np.testing.assert_allclose(placed, [[0.3, 0.1], [0.0, 0.0], [-0.3, -0.1]], atol=0.005)
+    np.testing.assert_allclose(placed, [[0.32, 0.08], [0.0, 0.0], [-0.28, -0.12]], atol=0.005)
 
 
-def test_red_and_blue_go_to_their_dots_offsets_where_the_solve_strays_from_them():
+def test_a_channel_without_dots_offset_keeps_the_solved_offset_from_green():
     from calib._analyze import _place_channels  # noqa: PLC0415
 
     fine = _gaussian_stack([(0.5, 0.2), (0.2, 0.1), (-0.1, 0.0)])
-    dots = np.array([[0.1, 0.1], [0.0, 0.0], [np.nan, np.nan]])  # red 0.2 px off; blue unknown
+    dots = np.array([[0.1, 0.1], [0.0, 0.0], [np.nan, np.nan]])  # blue unknown
     placed = _centroids(_place_channels(fine, 1, dots, 3))
     np.testing.assert_allclose(placed, [[0.1, 0.1], [0.0, 0.0], [-0.3, -0.1]], atol=0.005)
 
