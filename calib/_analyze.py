@@ -278,10 +278,9 @@ def _place_channels(fine: np.ndarray, gi: int, offsets: np.ndarray, s: int) -> n
     g = psf_centroids(fine[gi], s)
     out = np.empty_like(fine)
     for c in range(len(fine)):
-        at = g
-        if c != gi and np.isfinite(offsets[c]).all():
-            at = psf_centroids(fine[c], s) - offsets[c]
-        out[c] = _recentre(fine[c], s, -at[0], -at[1])
+        own = psf_centroids(fine[c], s)
+        target = offsets[c] if c != gi and np.isfinite(offsets[c]).all() else own - g
+        out[c] = _recentre(fine[c], s, *(target - own))
     return out
 
 
@@ -617,16 +616,20 @@ ROTATE_STRETCH = 3.0
 ROTATE_MIN_RADIUS = 3.0
 ROTATE_GATHER_MIN = 40
 # Each turned dot is also stretched along the radius by (r_node / r_dot) to this power
-# before it enters the fit: off axis the PSF grows with the field height (coma's image
-# in proportion to it), and the field terms along the radius are left with the rest.
-# soft-zoom 1200x800, noise seed 1 (R/G/B median/worst %), in focus 3.4/14.7, 4.9/12.0,
-# 6.9/14.3 -> 3.4/14.6, 4.8/11.4, 5.5/12.0; +15 steps 4.7/12.0, 5.9/12.1, 7.1/13.4 ->
-# 4.7/12.9, 5.2/12.7, 5.8/12.4; over seeds 1-3 and both settings the worst node went
-# 14.9 -> 14.6 % and blue's median 7.0-7.3 -> 5.5-6.2 %. Stretched across the radius
-# too: the same within 0.5 points; power 1.5: red +15 worst 13.5; 0.5 (both axes): blue
-# in focus 12.5; by the ratio of the width field's rms widths (about r^2 here): 14.3/12.5/13.3
-# worst in focus: the rms width grows with the halo faster than the PSF's shape.
-RADIAL_SCALE_POWER = 1.0
+# before it enters the fit: off axis the PSF grows with the field height, and at a frame
+# edge its growth is dominated by the aberrations that go with its square (astigmatism,
+# field curvature), so the field terms along the radius are left with the rest.
+# soft-zoom 1200x800, noise seed 1, worst node R/G/B % in focus / +15 steps / -16 steps
+# (with red and blue placed at the dots' lateral colour, ``_place_channels``): power 0
+# (not stretched; in focus and at +15 as session 15 placed red and blue) 14.7/12.0/14.3,
+# 12.0/12.1/13.4, 22.3/24.3/22.6; power 1 (coma's
+# growth) 14.5/11.4/12.0, 12.8/12.7/12.4, 17.8/18.9/16.2; 1.5: 14.1/11.0/11.9,
+# 13.1/13.0/12.8, 16.2/16.8/15.8; 2: 14.0/11.9/12.7, 13.5/12.7/13.2, 14.4/13.7/15.5;
+# 2.5 at -16: 11.9/12.2/15.5. Medians within 0.3 points of each other from power 1 on
+# (blue in focus 6.9 -> 5.3-5.5 %). Neither the data misfit (it preferred power 1 at -16)
+# nor the width field's growth (rms widths, halo included: about power 2 in focus, 1.4
+# at -16; worst -16 node 16.1 %) picked the power better than this constant.
+RADIAL_SCALE_POWER = 2.0
 # A node is in a hole of the dots field when its dots' weighted rms distance exceeds
 # HOLE_SPREAD times the median node's and their weighted centre lies within HOLE_CENTRED
 # of that distance from it (1200x800: holes 1.4-1.7 and 0.25-0.37; frame edges >= 0.55,
