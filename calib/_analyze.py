@@ -272,9 +272,10 @@ def _place_channels(fine: np.ndarray, gi: int, offsets: np.ndarray, s: int) -> n
     corners, where the PSF spills beyond the kernel and the fit extrapolates along the
     radius, the map's red-to-blue shift against the true PSFs' centroids (worst node,
     1200x800, three noise seeds, in focus and at +15 steps) read 0.034-0.075 px placed by
-    the solve (by the dots' only where it strayed 0.05 px from them) and 0.010-0.048 px
+    the solve (by the dots' only where it strayed 0.05 px from them) and 0.014-0.052 px
     placed by the dots', for the same PSF errors within 0.4 points (R/G/B median and
-    worst node); sharp-prime and vintage within 0.4 points too."""
+    worst node); sharp-prime and vintage within 0.4 points too. The dots' own offsets
+    miss by at most 0.033 px there: the move itself pushes light past the kernel's edge."""
     g = psf_centroids(fine[gi], s)
     out = np.empty_like(fine)
     for c in range(len(fine)):
@@ -622,10 +623,9 @@ ROTATE_GATHER_MIN = 40
 # soft-zoom 1200x800, noise seed 1, worst node R/G/B % in focus / +15 steps / -16 steps
 # (with red and blue placed at the dots' lateral colour, ``_place_channels``): power 0
 # (not stretched; in focus and at +15 as session 15 placed red and blue) 14.7/12.0/14.3,
-# 12.0/12.1/13.4, 22.3/24.3/22.6; power 1 (coma's
-# growth) 14.5/11.4/12.0, 12.8/12.7/12.4, 17.8/18.9/16.2; 1.5: 14.1/11.0/11.9,
-# 13.1/13.0/12.8, 16.2/16.8/15.8; 2: 14.0/11.9/12.7, 13.5/12.7/13.2, 14.4/13.7/15.5;
-# 2.5 at -16: 11.9/12.2/15.5. Medians within 0.3 points of each other from power 1 on
+# 12.0/12.1/13.4, 22.3/24.3/22.6; power 1 (coma's growth) 14.5/11.4/12.0, 12.8/12.7/12.4,
+# 17.8/18.9/16.2; 1.5: 14.1/11.0/11.9, 13.1/13.0/12.8, 16.2/16.8/15.8; 2: 14.0/11.9/12.7,
+# 13.5/12.7/13.2, 14.4/13.7/15.5; 2.5 at -16: 11.9/12.2/15.5. Medians within 0.3 points of each other from power 1 on
 # (blue in focus 6.9 -> 5.3-5.5 %). Neither the data misfit (it preferred power 1 at -16)
 # nor the width field's growth (rms widths, halo included: about power 2 in focus, 1.4
 # at -16; worst -16 node 16.1 %) picked the power better than this constant.
