@@ -249,7 +249,9 @@ def estimate_psf_dots(
         stretch_a = np.asarray(stretch, dtype=np.float64).ravel()
         if stretch_a.shape != (len(centres),) or not (stretch_a > 0).all():
             raise CalibError(f"stretch must hold one positive factor per dot ({len(centres)})")
-    axis = np.asarray(stretch_axis, dtype=np.float64)
+    axis = np.asarray(stretch_axis, dtype=np.float64).ravel()
+    if axis.shape != (2,) or not np.hypot(*axis) > 0:
+        raise CalibError(f"stretch_axis {tuple(stretch_axis)} must be a non-zero (x, y) direction")
     axis = axis / np.hypot(*axis)
     at_xy = centres if field_xy is None else np.asarray(field_xy, dtype=np.float64).reshape(-1, 2)
     used, sigs, offs, amps, snrs, wts, fpos, thin = [], [], [], [], [], [], [], []

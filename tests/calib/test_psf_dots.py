@@ -231,6 +231,13 @@ def test_stretch_without_one_positive_factor_per_dot_is_refused(dots_photo):
         estimate_psf_dots(image, centres, dot_ellipse=1.0, size=9, stretch=np.zeros(len(centres)))
 
 
+def test_stretch_along_no_direction_is_refused(dots_photo):
+    image, centres, _ = dots_photo
+    with pytest.raises(CalibError, match=r"stretch_axis \(0.0, 0.0\) must be a non-zero \(x, y\) direction"):
+        estimate_psf_dots(image, centres, dot_ellipse=1.0, size=9, stretch=np.ones(len(centres)),
+                          stretch_axis=(0.0, 0.0))
+
+
 def test_field_order_other_than_linear_or_quadratic_is_refused(dots_photo):
     image, centres, _ = dots_photo
     with pytest.raises(CalibError, match=r"field_order 3 must be 1 \(linear\) or 2 \(quadratic\)"):
