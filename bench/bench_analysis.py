@@ -63,15 +63,14 @@ def main() -> None:
     pm = res.psf_map
     fine_truth = cam.true_psf_map(focus_position=fp, object_distance_m=dist, grid=grid, size=pm.kernel_size,
                                   oversample=pm.sampling)
-    cf = ((_centroids(pm.psf[0]) - _centroids(pm.psf[2])) - (_centroids(fine_truth.psf[0])
-          - _centroids(fine_truth.psf[2]))) / pm.sampling
+    stored = _centroids(pm.psf) / pm.sampling
+    cf = (stored[0] - stored[2]) - (_centroids(fine_truth.psf[0]) - _centroids(fine_truth.psf[2])) / pm.sampling
     cf = np.hypot(cf[..., 0], cf[..., 1])
     print(f"R-B centroid error of the PSF map as stored ({pm.sampling} samples/px, continuous centroids) "
           f"vs the true PSFs cut to the map's {pm.kernel_size // pm.sampling + 1} px: "
           f"max {cf[measured].max():.3f} median {np.median(cf[measured]):.3f} px")
     # The true PSF's centroid is the whole PSF's: light beyond the map's kernel moves it.
     lat = res.lateral_colour_px
-    stored = _centroids(pm.psf) / pm.sampling
     kw = dict(focus_position=fp, object_distance_m=dist)
     errs = np.zeros((2, *lat.shape[1:3]))
     for i, row in enumerate(res.psf_map.nodes_xy):

@@ -201,7 +201,7 @@ def estimate_psf_dots(
         axis a lens's PSF grows with the distance from the optical centre, so a dot
         nearer the centre than the node sees the node's PSF shrunk along the radius.
     stretch_axis : (float, float), keyword-only
-        Unit vector (x, y) along which ``stretch`` acts (the node's radial direction).
+        Direction (x, y) along which ``stretch`` acts (the node's radial direction).
 
     Returns
     -------
