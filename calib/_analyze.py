@@ -262,10 +262,12 @@ def _recentre(fine: np.ndarray, s: int, dx: float, dy: float) -> np.ndarray:
     return moved / moved.sum()
 
 
-def _place_channels(fine: np.ndarray, gi: int, offsets: np.ndarray, s: int) -> np.ndarray:
+def _place_channels(fine: np.ndarray, gi: int, offsets: np.ndarray, s: int, *, margin_px: int = 0) -> np.ndarray:
     """One node's PSFs (C, n, n) at ``s`` samples/px with green's centroid on the centre
     sample and every other channel's at its offset from green in ``offsets`` (C, 2: the
     dots' lateral colour); a channel whose offset is unknown (NaN) keeps the solve's.
+    ``margin_px`` pixels of zeros are added on every side first (the result is
+    n + 2 s margin_px wide), so that light moved past the solved kernel's edge is kept.
 
     The dots' offsets are whole-PSF centroids fitted over the frame (``_lateral``), while
     the solve's are those of a kernel fitted to a few dozen dots: at soft-zoom's frame
@@ -275,7 +277,10 @@ def _place_channels(fine: np.ndarray, gi: int, offsets: np.ndarray, s: int) -> n
     the solve (by the dots' only where it strayed 0.05 px from them) and 0.014-0.052 px
     placed by the dots', for the same PSF errors within 0.4 points (R/G/B median and
     worst node); sharp-prime and vintage within 0.4 points too. The dots' own offsets
-    miss by at most 0.033 px there: the move itself pushes light past the kernel's edge."""
+    miss by at most 0.033 px there; without a margin, the move itself pushed light past
+    the kernel's edge (0.048-0.052 px)."""
+    pad = s * margin_px
+    fine = np.pad(fine, ((0, 0), (pad, pad), (pad, pad)))
     g = psf_centroids(fine[gi], s)
     out = np.empty_like(fine)
     for c in range(len(fine)):
@@ -671,7 +676,9 @@ def analyze_images(
         Sub-pixel sampling of the estimators; default 3 for sharp PSFs (at most 15 px
         wide), 1 for blurred ones.
     psf_size : int, optional, keyword-only
-        Odd PSF side; default from the measured dot extent.
+        Odd side of the solved PSFs (px); default from the measured dot extent. A dots
+        map stores them with a margin as wide as the lateral colour (rounded up to
+        whole pixels) on every side, into which red and blue are moved.
     progress : bool, keyword-only
         One line per step on stderr.
     workers : int, optional, keyword-only
@@ -904,13 +911,21 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
     # The map keeps the estimation's sampling: a sharp PSF decimated to the sensor grid
     # aliases (its MTF and centroid depend on the sampling phase); restore and the
     # sensor-grid comparisons decimate it themselves (``PSFMap.on_sensor_grid``).
-    kf = s * (psf_size - 1) + 1
-    psf = np.zeros((nc, ny, nx, kf, kf), np.float32)
-    flags = np.zeros((nc, ny, nx), np.uint8)
     lateral = np.full((nc, ny, nx, 2), np.nan)
     if lateral_model is not None:
         node_xy = np.stack(np.meshgrid(xs, ys, indexing="xy"), axis=-1).reshape(-1, 2)
         lateral[:] = lateral_model.at(node_xy).reshape(nc, ny, nx, 2)
+    # The stored kernels are wider than the solved ones by the lateral colour's reach:
+    # moving red and blue to their offsets then keeps the light the move carries past the
+    # solved kernel's edge. (soft-zoom, whose corner PSFs fill their 21 px kernel, +15
+    # steps: the map's R-B against the true PSFs' centroids, worst node, 0.052 -> 0.033 px,
+    # which is the lateral-colour fit's own miss; a second pixel of margin: 0.033 too.
+    # PSF errors within 0.1 points on all three lenses.)
+    lat_px = np.abs(lateral[np.isfinite(lateral)])
+    margin_px = int(np.ceil(lat_px.max())) if lat_px.size else 0
+    kf = s * (psf_size - 1 + 2 * margin_px) + 1
+    psf = np.zeros((nc, ny, nx, kf, kf), np.float32)
+    flags = np.zeros((nc, ny, nx), np.uint8)
     have = np.zeros((ny, nx), bool)
     notes: list[str] = []
     n_extrap = n_gap = 0
@@ -1049,7 +1064,7 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
             _progress(f"analyze: node ({j},{i}) at ({x:.0f},{y:.0f}): {est}; filled", progress)
             continue
         fine = est.psf_fine if est.psf_fine.ndim == 3 else est.psf_fine[None]
-        psf[:, i, j] = _place_channels(fine, gi, lateral[:, i, j], s)
+        psf[:, i, j] = _place_channels(fine, gi, lateral[:, i, j], s, margin_px=margin_px)
         node_flag = 0
         if est.n_saturated:
             node_flag |= FLAG_SATURATED

@@ -172,6 +172,22 @@ def test_auto_grid_follows_a_soft_lens_with_more_nodes_that_match_the_truth(soft
 
 
 @pytest.mark.slow
+def test_soft_lens_map_keeps_the_whole_psfs_red_to_blue_shift_at_every_node(soft_frame):
+    # Its corner PSFs fill their kernel: moved to the lateral colour without a margin,
+    # they lost light past the edge (worst node 0.048 px; with the margin 0.033 px).
+    model, layout, fp, dist, img = soft_frame
+    pm = calib.analyze_images([img], layout).psf_map
+    stored = _centroids(pm.psf, pm.sampling)
+    worst = 0.0
+    for i, j in np.ndindex(pm.grid_shape):
+        x, y = pm.nodes_xy[i, j]
+        r, b = (model.true_psf_centroid(x, y, c, focus_position=fp, object_distance_m=dist) for c in "RB")
+        miss = stored[0, i, j] - stored[2, i, j] - (r.x_px - b.x_px, r.y_px - b.y_px)
+        worst = max(worst, float(np.hypot(*miss)))
+    assert worst < 0.05
+
+
+@pytest.mark.slow
 def test_frame_edge_nodes_of_a_soft_lens_read_dots_turned_about_the_optical_centre(soft_frame, monkeypatch):
     # The edge nodes' own dots all lie inward; gathered along the circle through the node
     # and turned to its azimuth, they surround it in the field (measured over the 26 edge
@@ -380,6 +396,20 @@ def test_a_channel_without_dots_offset_keeps_the_solved_offset_from_green():
     dots = np.array([[0.1, 0.1], [0.0, 0.0], [np.nan, np.nan]])  # blue unknown
     placed = _centroids(_place_channels(fine, 1, dots, 3))
     np.testing.assert_allclose(placed, [[0.1, 0.1], [0.0, 0.0], [-0.3, -0.1]], atol=0.005)
+
+
+def test_a_margin_keeps_the_light_a_wide_psf_moves_past_its_kernel_edge():
+    from calib._analyze import _place_channels  # noqa: PLC0415
+
+    # sigma 2.5 px in a 11 px kernel: moved by 0.8 px, a wide PSF's centroid falls short
+    # when its light is cut at the edge (here 0.72 px)
+    fine = _gaussian_stack([(0.0, 0.0)] * 3, k=31, sigma=2.5)
+    dots = np.array([[0.8, 0.0], [0.0, 0.0], [-0.8, 0.0]])
+    cut = _centroids(_place_channels(fine, 1, dots, 3))
+    kept = _place_channels(fine, 1, dots, 3, margin_px=1)
+    assert kept.shape[-1] == 31 + 2 * 3
+    np.testing.assert_allclose(_centroids(kept), dots, atol=0.005)
+    assert abs(cut[0, 0] - 0.8) > 0.02
 
 
 @pytest.fixture(scope="module")
