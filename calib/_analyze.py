@@ -924,6 +924,9 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
     lat_px = np.abs(lateral[np.isfinite(lateral)])
     margin_px = int(np.ceil(lat_px.max())) if lat_px.size else 0
     kf = s * (psf_size - 1 + 2 * margin_px) + 1
+    if margin_px:
+        _progress(f"analyze: PSFs stored {psf_size + 2 * margin_px} px wide ({margin_px} px margin for the lateral "
+                  "colour)", progress)
     psf = np.zeros((nc, ny, nx, kf, kf), np.float32)
     flags = np.zeros((nc, ny, nx), np.uint8)
     have = np.zeros((ny, nx), bool)
