@@ -915,20 +915,6 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
     if lateral_model is not None:
         node_xy = np.stack(np.meshgrid(xs, ys, indexing="xy"), axis=-1).reshape(-1, 2)
         lateral[:] = lateral_model.at(node_xy).reshape(nc, ny, nx, 2)
-    # The stored kernels are wider than the solved ones by the lateral colour's reach:
-    # moving red and blue to their offsets then keeps the light the move carries past the
-    # solved kernel's edge. (soft-zoom, whose corner PSFs fill their 21 px kernel, +15
-    # steps: the map's R-B against the true PSFs' centroids, worst node, 0.052 -> 0.033 px,
-    # which is the lateral-colour fit's own miss; a second pixel of margin: 0.033 too.
-    # PSF errors within 0.1 points on all three lenses.)
-    lat_px = np.abs(lateral[np.isfinite(lateral)])
-    margin_px = int(np.ceil(lat_px.max())) if lat_px.size else 0
-    kf = s * (psf_size - 1 + 2 * margin_px) + 1
-    if margin_px:
-        _progress(f"analyze: PSFs stored {psf_size + 2 * margin_px} px wide ({margin_px} px margin for the lateral "
-                  "colour)", progress)
-    psf = np.zeros((nc, ny, nx, kf, kf), np.float32)
-    flags = np.zeros((nc, ny, nx), np.uint8)
     have = np.zeros((ny, nx), bool)
     notes: list[str] = []
     n_extrap = n_gap = 0
@@ -1055,6 +1041,22 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
     for job, (off_centre, spread) in zip(jobs, ring_shape):
         if s > 1 and spread > HOLE_SPREAD * typical_spread and off_centre < HOLE_CENTRED * spread:
             job[7]["field_order"] = 2
+
+    # The stored kernels are wider than the solved ones by the lateral colour's reach (the
+    # frame's model, or each node's own offsets where there is none): moving red and blue
+    # to their offsets then keeps the light the move carries past the solved kernel's
+    # edge. (soft-zoom, whose corner PSFs fill their 21 px kernel, +15 steps: the map's R-B
+    # against the true PSFs' centroids, worst node, 0.052 -> 0.033 px, which is the
+    # lateral-colour fit's own miss; a second pixel of margin: 0.033 too. PSF errors
+    # within 0.1 points on all three lenses.)
+    lat_px = np.abs(lateral[np.isfinite(lateral)])
+    margin_px = int(np.ceil(lat_px.max())) if lat_px.size else 0
+    kf = s * (psf_size - 1 + 2 * margin_px) + 1
+    if margin_px:
+        _progress(f"analyze: PSFs stored {psf_size + 2 * margin_px} px wide ({margin_px} px margin for the lateral "
+                  "colour)", progress)
+    psf = np.zeros((nc, ny, nx, kf, kf), np.float32)
+    flags = np.zeros((nc, ny, nx), np.uint8)
 
     def solve(job):
         try:
