@@ -57,7 +57,8 @@ def main() -> None:
     for c, name in enumerate("RGB"):
         e = err[c][measured]
         print(f"dots rel L2 {name}: median {np.median(e):.3f} worst {e.max():.3f} (measured nodes {measured.sum()})")
-    print("per-node G error:\n", np.round(err[1], 3))
+    for c, name in enumerate("RGB"):
+        print(f"per-node {name} error:\n", np.round(err[c], 3))
     ca = np.abs((_centroids(est[0]) - _centroids(est[2])) - (_centroids(tru[0]) - _centroids(tru[2])))
     print(f"R-B centroid error of the PSF map (sensor-grid centroids): max {ca[measured].max():.3f} px")
     pm = res.psf_map
