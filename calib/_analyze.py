@@ -539,6 +539,15 @@ DOTS_OVERSAMPLE = 3
 #: describes the PSF beyond by sensor-grid tents (fewer unknowns: 1200x800 in focus
 #: 46 -> 18 CPU-s and B 7.6/15.2 -> 4.9/14.9 %).
 DOTS_CORE_PX = 2.0
+#: ... and within this many at the nodes read off dots turned about the optical centre
+#: (the frame's edges and corners of a lens whose PSF changes fast across the field): a
+#: comet's sharp head sits 2-3 px off its centroid there, and tents round it. soft-zoom
+#: 1200x800, worst node R/G/B %, noise seed 1: 16 steps in front of focus 14.4/13.7/15.5
+#: -> 12.0/11.2/13.8 (the edge nodes next to the corners: blue 15.4 -> 7.9 %; seeds 2 and
+#: 3: 16.3/14.4/15.4 -> 12.8/13.2/13.6, 13.4/15.2/15.8 -> 10.6/12.0/13.4); in focus and
+#: at +15 steps within 0.8 points either way (seeds 1-3: worst 14.8 %, was 14.7), for
+#: 1.1-1.3x the analysis time. 3 px at every node: -16 steps 12.0/11.2/12.2 for 3x.
+TURNED_CORE_PX = 3.0
 #: Halved from 0.0003 when the simulator began rendering soft-zoom on a grid dense enough
 #: to follow its PSF between nodes (``SimulatedCamera.render_grid_for``): the true PSF at a
 #: map node had been a blend of the render nodes around it, softer than the lens, and the
@@ -1020,7 +1029,8 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
             unfitted[near] = False
             kwargs = dict(
                 dot_ellipse=e, size=psf_size, oversample=s, mask=bad[y0:y1, x0:x1], weights=wts,
-                reg=node_reg[i, j], iterations=100, core_px=core_px, min_snr=DOTS_MIN_SNR,
+                reg=node_reg[i, j], iterations=100, min_snr=DOTS_MIN_SNR,
+                core_px=TURNED_CORE_PX if turn is not None and core_px is not None else core_px,
                 slope_radius=_slope_radius(float(widths[i, j].max()) if s > 1 else 0.0, psf_size),
                 node_xy=(x - x0 + shift[0], y - y0 + shift[1]) if lopsided or turn is not None else None,
                 field_order=field_order, rotations=turn, field_axes=2 if turn is None else 1,

@@ -188,6 +188,17 @@ def test_soft_lens_map_keeps_the_whole_psfs_red_to_blue_shift_at_every_node(soft
 
 
 @pytest.mark.slow
+def test_soft_lens_in_front_of_focus_keeps_its_edge_comets_within_15_percent():
+    # 16 steps in front of focus the edge nodes next to the corners see comets whose sharp
+    # head sits 2-3 px off the centroid: with the 2 px fine core of the other nodes their
+    # blue read 15.5 % (worst node over all channels, 13.8 % with TURNED_CORE_PX).
+    model = SimulatedCamera("soft-zoom", "small", seed=1, render_oversample=5)
+    layout, fp, dist, shot = shoot_full_frame_dots(model, -16)
+    img = calib.LinearImage(shot.rgb_linear, ("R", "G", "B"), 0, 1, shot.rgb_linear >= 0.999, shot.metadata)
+    assert _map_error(model, fp, dist, calib.analyze_images([img], layout).psf_map).max() < 0.15
+
+
+@pytest.mark.slow
 def test_frame_edge_nodes_of_a_soft_lens_read_dots_turned_about_the_optical_centre(soft_frame, monkeypatch):
     # The edge nodes' own dots all lie inward; gathered along the circle through the node
     # and turned to its azimuth, they surround it in the field (measured over the 26 edge
