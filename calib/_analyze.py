@@ -917,9 +917,6 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
         _progress("analyze: PSF rms width per channel " + ", ".join(
             f"{ch} {widths[..., c].min():.2f}-{widths[..., c].max():.2f} px" for c, ch in enumerate(channels)), progress)
     ny, nx = len(ys), len(xs)
-    # The map keeps the estimation's sampling: a sharp PSF decimated to the sensor grid
-    # aliases (its MTF and centroid depend on the sampling phase); restore and the
-    # sensor-grid comparisons decimate it themselves (``PSFMap.on_sensor_grid``).
     lateral = np.full((nc, ny, nx, 2), np.nan)
     if lateral_model is not None:
         node_xy = np.stack(np.meshgrid(xs, ys, indexing="xy"), axis=-1).reshape(-1, 2)
@@ -1052,6 +1049,9 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
         if s > 1 and spread > HOLE_SPREAD * typical_spread and off_centre < HOLE_CENTRED * spread:
             job[7]["field_order"] = 2
 
+    # The map keeps the estimation's sampling: a sharp PSF decimated to the sensor grid
+    # aliases (its MTF and centroid depend on the sampling phase); restore and the
+    # sensor-grid comparisons decimate it themselves (``PSFMap.on_sensor_grid``).
     # The stored kernels are wider than the solved ones by the lateral colour's reach (the
     # frame's model, or each node's own offsets where there is none): moving red and blue
     # to their offsets then keeps the light the move carries past the solved kernel's
