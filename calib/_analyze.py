@@ -654,6 +654,16 @@ HOLE_CENTRED = 0.5
 # faint ones still help; at 10 the blurred, vignetted frame corners kept none (demo,
 # focus best+16: corner nodes went unestimated, filled at 83-87 % error; at 4: 38-47 %).
 DOTS_MIN_SNR = 4.0
+# Red and blue samples are moved back by the lateral colour's change across a node's
+# dots (``estimate_psf_dots(channel_shifts=)``) where that change reaches this many of
+# the channel's rms widths somewhere among them; each such channel then has its own
+# system matrix. A smaller move is nearly linear in the samples, which the linear field
+# takes: moving every channel back at every node read vintage's blue in focus 6.1 ->
+# 5.0 % but its red at +15 steps 5.5 -> 7.2 % (the rest within 0.6 points), for 1.6x the
+# time of a 24 MP capture with lateral colour (15.7 s against 10.0).
+# (max move / width at the nodes, 1200x800: vintage's blue 16 steps in front of focus
+# 0.16-0.30, its red in focus 0.11-0.22; sharp-prime 0.07-0.17.)
+LATERAL_DRIFT_WIDTHS = 0.15
 
 
 def analyze_images(
@@ -1036,6 +1046,24 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
                 other_xy=_in_box(np.vstack([pos[unfitted], unused]), x0 - pad, y0 - pad, x1 + pad, y1 + pad)
                 - [x0, y0] + shift,
             )
+            if turn is None and lateral_model is not None:
+                # Lateral colour grows with the field, so red and blue move against green
+                # across a node's dots, and the move of a PSF sharper than a pixel is not
+                # linear in its samples: the linear field leaves it smeared. Each dot's
+                # red and blue samples are moved back by the frame model's change from the
+                # node to the dot, where that change is not small against the channel's
+                # width (LATERAL_DRIFT_WIDTHS). 1200x800, noise seed 1, worst node %:
+                # vintage 16 steps in front of focus, blue 23.6 -> 17.4 (median 8.2 ->
+                # 7.9), soft-zoom there 13.8 -> 11.2; vintage in focus, red's corners
+                # 10.6 -> 13.1 (seeds 2 and 3: 12.2 -> 14.5, 11.0 -> 13.0; the frame
+                # model's local slope in its place read the same); the rest within 0.5
+                # points. Turned dots (soft-zoom's edges) keep the drift in their radial
+                # field terms.
+                drift = lateral_model.at(cen) - lateral[:, i, j][:, None, :]
+                if s > 1:
+                    drift[np.abs(drift).max(axis=(1, 2)) < LATERAL_DRIFT_WIDTHS * widths[i, j]] = 0.0
+                if np.abs(drift).max() > 0.0:
+                    kwargs["channel_shifts"] = drift
             jobs.append((i, j, x, y, nearest, data[y0:y1, x0:x1], moved, kwargs))
     # A node whose dots ring it from afar (a marker's hole in the dots field) averages the
     # field's curvature over them, which a linear field cannot take out: the estimate comes

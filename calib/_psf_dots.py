@@ -123,6 +123,7 @@ def estimate_psf_dots(
     field_axes: int = 2,
     stretch: np.ndarray | None = None,
     stretch_axis: tuple[float, float] = (1.0, 0.0),
+    channel_shifts: np.ndarray | None = None,
 ) -> DotsPSF:
     """Estimate the local system PSF from dots at known sub-pixel centres.
 
@@ -202,6 +203,13 @@ def estimate_psf_dots(
         nearer the centre than the node sees the node's PSF shrunk along the radius.
     stretch_axis : (float, float), keyword-only
         Direction (x, y) along which ``stretch`` acts (the node's radial direction).
+    channel_shifts : ndarray (C, n, 2), optional, keyword-only
+        How far (x, y pixels, before ``rotations``) each channel's PSF at each dot sits
+        from where it sits at the field point the PSF should describe: the change of
+        the lateral colour across the neighbourhood. Each channel's samples of a dot are
+        moved back by it, so the fit sees that channel's PSF at one position instead of
+        one that drifts with the field. Channels with different shifts are solved with
+        their own system matrices (slower).
 
     Returns
     -------
@@ -254,6 +262,11 @@ def estimate_psf_dots(
         raise CalibError(f"stretch_axis {tuple(stretch_axis)} must be a non-zero (x, y) direction")
     axis = axis / np.hypot(*axis)
     at_xy = centres if field_xy is None else np.asarray(field_xy, dtype=np.float64).reshape(-1, 2)
+    if channel_shifts is not None:
+        channel_shifts = np.asarray(channel_shifts, dtype=np.float64)
+        if channel_shifts.shape != (nc, len(centres), 2):
+            raise CalibError(f"channel_shifts must be (channels, dots, 2) = ({nc}, {len(centres)}, 2), "
+                             f"not {channel_shifts.shape}")
     used, sigs, offs, amps, snrs, wts, fpos, thin = [], [], [], [], [], [], [], []
     # Dots cut by the crop's edge (the frame's edge) keep the part inside: the nodes at
     # the frame's edges have no dots beyond them, and their nearest dots are these.
@@ -265,7 +278,8 @@ def estimate_psf_dots(
     # 0.06 c/p; R/G/B median 6.0/7.1/8.2 -> 5.6/6.0/7.8 %, PSF-vs-edge max 0.053 -> 0.046).
     full_inner = int((np.maximum(np.abs(xx), np.abs(yy)) <= support).sum())
     whole = []
-    for (cx, cy), wd, ang, fxy, k in zip(centres, dot_w, turn, at_xy, stretch_a):
+    kept, frames = [], []  # the dots used, and how each one's samples are turned and stretched
+    for d_i, ((cx, cy), wd, ang, fxy, k) in enumerate(zip(centres, dot_w, turn, at_xy, stretch_a)):
         ix, iy = int(round(cx)), int(round(cy))
         if not (0 <= ix < w and 0 <= iy < h):
             continue
@@ -301,11 +315,13 @@ def estimate_psf_dots(
             n_noisy += 1
             continue
         snrs.append(snr)
+        kept.append(d_i)
         used.append((cx, cy))
         sigs.append(sig)
         ca, sa = np.cos(ang), np.sin(ang)
         o = np.stack([ca * tx[inner] - sa * ty[inner], sa * tx[inner] + ca * ty[inner]], axis=1)
         offs.append(o + np.outer((k - 1.0) * (o @ axis), axis))
+        frames.append((np.eye(2) + (k - 1.0) * np.outer(axis, axis)) @ np.array([[ca, -sa], [sa, ca]]))
         thin.append(k)
         whole.append(bool(valid.all()))
         amps.append(sig.sum(0))
@@ -324,76 +340,96 @@ def estimate_psf_dots(
     t = np.concatenate(offs)
     sw = np.concatenate(wts)
     v = np.concatenate([sg / (a * k) for sg, a, k in zip(sigs, amp, thin)]) * sw[:, None]
-
-    # One regularised, non-negative least-squares solve for p on the fine grid: each
-    # sample is the dot shape convolved with p (Keys-interpolated fine samples),
-    # evaluated at the sample's offset from its dot centre. The geometry is the same
-    # for every channel, so one system matrix (and one factorisation) serves them all.
-    # The normal equations are sparse but fill in when factorised: they are factorised
-    # dense (LAPACK, a few thousand unknowns) and iterated on sparse (positivity).
     big = r * s
     n = 2 * big + 1
-    nn = n * n
-    amat_fine = _sample_matrix(t, sw, ell, s, big)
-    # Penalty weights relative to the data energy per fine sample, whatever the basis.
-    scale = float(amat_fine.power(2).sum() / nn)
     synth = _synth(r, s, core_px)
-    amat = (amat_fine @ synth).tocsr()
-    ata = (amat.T @ amat).tocsr()
-    nn = synth.shape[1]
-    if node_xy is not None and len(sigs) >= 6:
-        # Linear field variation P0 + dx Px + dy Py, (dx, dy) each dot's offset from the
-        # node in units of the neighbourhood's spread (conditioning). The slopes need
-        # P0's fine grid: lateral colour moves a sharp PSF across the neighbourhood, and
-        # the derivative of a sharp PSF is sharp (slopes on the sensor grid measured
-        # 1200x800 in focus B 9.3/20 -> 11/27 %).
-        ud = np.asarray(fpos) - np.asarray(node_xy, dtype=np.float64)
-        ell_len = float(np.sqrt((ud**2).sum(1).mean())) + 1e-9
-        d = np.repeat(ud / ell_len, [len(o) for o in offs], axis=0)  # each sample's dot
-        # Over the PSF's core only (slope_radius of the half side) where asked: that is
-        # where a moving or sharpening PSF changes most, and it keeps the unknowns (and
-        # the dense factorisation) small.
-        s1 = s if SLOPE_OVERSAMPLE is None else SLOPE_OVERSAMPLE
-        r1 = min(r, max(1, int(np.ceil(slope_radius * r))))
-        if s1 == s:
-            core = np.arange(big - r1 * s, big + r1 * s + 1)
-            synth1 = _synth(r1, s, core_px)
-            a1 = amat_fine[:, (core[:, None] * n + core[None, :]).ravel()] @ synth1
+
+    def fit(t: np.ndarray, v: np.ndarray, regs: np.ndarray) -> np.ndarray:
+        """The unknowns (nn, k) fitted to the samples at offsets ``t`` with values ``v``
+        (k columns, one smoothing weight each in ``regs``)."""
+        # One regularised, non-negative least-squares solve for p on the fine grid: each
+        # sample is the dot shape convolved with p (Keys-interpolated fine samples),
+        # evaluated at the sample's offset from its dot centre. Channels that share the
+        # geometry share one system matrix.
+        # The normal equations are sparse but fill in when factorised: they are factorised
+        # dense (LAPACK, a few thousand unknowns) and iterated on sparse (positivity).
+        nn = n * n
+        amat_fine = _sample_matrix(t, sw, ell, s, big)
+        # Penalty weights relative to the data energy per fine sample, whatever the basis.
+        scale = float(amat_fine.power(2).sum() / nn)
+        amat = (amat_fine @ synth).tocsr()
+        ata = (amat.T @ amat).tocsr()
+        nn = synth.shape[1]
+        if node_xy is not None and len(sigs) >= 6:
+            # Linear field variation P0 + dx Px + dy Py, (dx, dy) each dot's offset from the
+            # node in units of the neighbourhood's spread (conditioning). The slopes need
+            # P0's fine grid: lateral colour moves a sharp PSF across the neighbourhood, and
+            # the derivative of a sharp PSF is sharp (slopes on the sensor grid measured
+            # 1200x800 in focus B 9.3/20 -> 11/27 %).
+            ud = np.asarray(fpos) - np.asarray(node_xy, dtype=np.float64)
+            ell_len = float(np.sqrt((ud**2).sum(1).mean())) + 1e-9
+            d = np.repeat(ud / ell_len, [len(o) for o in offs], axis=0)  # each sample's dot
+            # Over the PSF's core only (slope_radius of the half side) where asked: that is
+            # where a moving or sharpening PSF changes most, and it keeps the unknowns (and
+            # the dense factorisation) small.
+            s1 = s if SLOPE_OVERSAMPLE is None else SLOPE_OVERSAMPLE
+            r1 = min(r, max(1, int(np.ceil(slope_radius * r))))
+            if s1 == s:
+                core = np.arange(big - r1 * s, big + r1 * s + 1)
+                synth1 = _synth(r1, s, core_px)
+                a1 = amat_fine[:, (core[:, None] * n + core[None, :]).ravel()] @ synth1
+            else:
+                a1 = _sample_matrix(t, sw, ell, s1, r1 * s1)
+                synth1 = _synth(r1, s1, None)
+            terms = [d[:, a] for a in range(field_axes)]
+            if field_order == 2 and len(sigs) >= 12:
+                terms += [d[:, a] * d[:, b] for a in range(field_axes) for b in range(a, field_axes)]
+            slopes = sp.hstack([sp.diags(tm) @ a1 for tm in terms]).tocsr()
+            cross = (amat.T @ slopes).tocsr()
+            sts = (slopes.T @ slopes).tocsr()
+            # Relative to P0's data energy (the slope columns are P0's scaled by offsets of
+            # rms 1); a coarser slope grid has columns of another size: its own energy.
+            slope_scale = scale if s1 == s else float(sts.diagonal().mean())
+            pen1 = (SLOPE_REG * slope_scale) * _penalty(r1, s1, core_px if s1 == s else None, ridge=True)
+            hmat = sp.bmat([[ata, cross], [cross.T, sts + sp.block_diag([pen1] * len(terms))]]).tocsr()
+            amat = sp.hstack([amat, slopes]).tocsr()
         else:
-            a1 = _sample_matrix(t, sw, ell, s1, r1 * s1)
-            synth1 = _synth(r1, s1, None)
-        terms = [d[:, a] for a in range(field_axes)]
-        if field_order == 2 and len(sigs) >= 12:
-            terms += [d[:, a] * d[:, b] for a in range(field_axes) for b in range(a, field_axes)]
-        slopes = sp.hstack([sp.diags(tm) @ a1 for tm in terms]).tocsr()
-        cross = (amat.T @ slopes).tocsr()
-        sts = (slopes.T @ slopes).tocsr()
-        # Relative to P0's data energy (the slope columns are P0's scaled by offsets of
-        # rms 1); a coarser slope grid has columns of another size: its own energy.
-        slope_scale = scale if s1 == s else float(sts.diagonal().mean())
-        pen1 = (SLOPE_REG * slope_scale) * _penalty(r1, s1, core_px if s1 == s else None, ridge=True)
-        hmat = sp.bmat([[ata, cross], [cross.T, sts + sp.block_diag([pen1] * len(terms))]]).tocsr()
-        amat = sp.hstack([amat, slopes]).tocsr()
-    else:
-        hmat = ata
-    hmat = (hmat + (1e-8 * scale) * sp.identity(hmat.shape[0])).tocsr()
-    rhs = np.asarray(amat.T @ v)
-    # Dense from here: a few hundred to a few thousand unknowns, and the projected
-    # iterations' products are faster dense than through the filled-in sparse matrix.
-    hdense = hmat.toarray()
-    pen = _penalty(r, s, core_px, ridge=False).toarray() * scale
+            hmat = ata
+        hmat = (hmat + (1e-8 * scale) * sp.identity(hmat.shape[0])).tocsr()
+        rhs = np.asarray(amat.T @ v)
+        # Dense from here: a few hundred to a few thousand unknowns, and the projected
+        # iterations' products are faster dense than through the filled-in sparse matrix.
+        hdense = hmat.toarray()
+        pen = _penalty(r, s, core_px, ridge=False).toarray() * scale
+        hcs = np.empty((len(regs), *hdense.shape))
+        x0 = np.empty((len(regs), hdense.shape[0], 1))
+        # One factorisation per distinct weight: channels of one lens differ in sharpness
+        # (a sharp red edge beside a wide blue one), and each needs its own smoothing.
+        for r_c in np.unique(regs):
+            cols = np.flatnonzero(regs == r_c)
+            hc = hdense.copy()
+            hc[:nn, :nn] += r_c * pen
+            hcs[cols] = hc
+            x0[cols, :, 0] = cho_solve(cho_factor(hc, check_finite=False), rhs[:, cols], check_finite=False).T
+        return _nonneg_fista(hcs, rhs.T[:, :, None], x0, iterations, n_constrained=nn)[:, :nn, 0].T
+
     regs = np.broadcast_to(np.asarray(reg, dtype=np.float64), (nc,))
-    hcs = np.empty((nc, *hdense.shape))
-    x0 = np.empty((nc, hdense.shape[0], 1))
-    # One factorisation per distinct weight: channels of one lens differ in sharpness
-    # (a sharp red edge beside a wide blue one), and each needs its own smoothing.
-    for r_c in np.unique(regs):
-        cols = np.flatnonzero(regs == r_c)
-        hc = hdense.copy()
-        hc[:nn, :nn] += r_c * pen
-        hcs[cols] = hc
-        x0[cols, :, 0] = cho_solve(cho_factor(hc, check_finite=False), rhs[:, cols], check_finite=False).T
-    x = _nonneg_fista(hcs, rhs.T[:, :, None], x0, iterations, n_constrained=nn)[:, :nn, 0].T
+    if channel_shifts is None:
+        x = fit(t, v, regs)
+    else:
+        # Each channel's shifts in the fit's frame (its dots turned and stretched),
+        # per sample; channels shifted alike share one system matrix.
+        counts = [len(o) for o in offs]
+        shifts = np.stack([np.repeat(np.einsum("dij,dj->di", np.asarray(frames), channel_shifts[c, kept]), counts, axis=0)
+                           for c in range(nc)])
+        x = np.empty((synth.shape[1], nc))
+        done = np.zeros(nc, bool)
+        for c in range(nc):
+            if done[c]:
+                continue
+            alike = np.flatnonzero(~done & np.all(np.abs(shifts - shifts[c]) < 1e-6, axis=(1, 2)))
+            x[:, alike] = fit(t - shifts[c], v[:, alike], regs[alike])
+            done[alike] = True
     coarse_all, fine_all = [], []
     box = _pixel_box_fine(s) if s > 1 else None
     for c in range(nc):

@@ -78,12 +78,13 @@ def rel_l2(est: np.ndarray, truth: np.ndarray) -> float:
     return float(np.linalg.norm(est - truth) / np.linalg.norm(truth))
 
 
-def varying_dot_photo(h: int, w: int, rng, sigma_at_x, *, theta_at=None, pitch=13.3, margin=10, level=0.9,
-                      bg=0.05):
+def varying_dot_photo(h: int, w: int, rng, sigma_at_x, *, theta_at=None, shift_at=None, pitch=13.3, margin=10,
+                      level=0.9, bg=0.05):
     """Dots whose system PSF changes across the field: ``sigma_at_x(x)`` gives the optics'
     (sigma_x, sigma_y) at a dot's x, ``theta_at(x, y)`` (optional) the angle of its long
-    axis and coma (radians, as ``atan2(y, x)`` counts). Each dot is rendered with its own
-    PSF; returns (photo, centres)."""
+    axis and coma (radians, as ``atan2(y, x)`` counts), ``shift_at(x, y)`` (optional) how
+    far (x, y pixels) its PSF sits from the dot's centre (lateral colour). Each dot is
+    rendered with its own PSF; returns (photo, centres)."""
     img = np.full((h, w), bg)
     r = 6
     t = np.arange(-r * FINE, r * FINE + 1) / FINE
@@ -95,7 +96,8 @@ def varying_dot_photo(h: int, w: int, rng, sigma_at_x, *, theta_at=None, pitch=1
             centres.append((x0, y0))
             ix, iy = int(round(x0)), int(round(y0))
             # The disc on the fine grid around pixel (ix, iy), at its sub-pixel phase.
-            disc = ((gx - (x0 - ix)) ** 2 + (gy - (y0 - iy)) ** 2 <= 0.25).astype(float)
+            sx, sy = (0.0, 0.0) if shift_at is None else shift_at(x0, y0)
+            disc = ((gx - (x0 + sx - ix)) ** 2 + (gy - (y0 + sy - iy)) ** 2 <= 0.25).astype(float)
             theta = 0.5 if theta_at is None else theta_at(x0, y0)
             psf_fine, _ = system_psf(4, sigma=sigma_at_x(x0), theta=theta)
             blurred = fftconvolve(disc * (level - bg), psf_fine / FINE**2, mode="same")
