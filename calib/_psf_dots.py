@@ -420,8 +420,8 @@ def estimate_psf_dots(
         # Each channel's shifts in the fit's frame (its dots turned and stretched),
         # per sample; channels shifted alike share one system matrix.
         counts = [len(o) for o in offs]
-        shifts = np.stack([np.repeat(np.einsum("dij,dj->di", np.asarray(frames), channel_shifts[c, kept]), counts, axis=0)
-                           for c in range(nc)])
+        in_frame = np.einsum("dij,cdj->cdi", np.asarray(frames), channel_shifts[:, kept])
+        shifts = np.repeat(in_frame, counts, axis=1)
         x = np.empty((synth.shape[1], nc))
         done = np.zeros(nc, bool)
         for c in range(nc):

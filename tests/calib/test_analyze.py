@@ -423,7 +423,6 @@ def test_a_margin_keeps_the_light_a_wide_psf_moves_past_its_kernel_edge():
     assert abs(cut[0, 0] - 0.8) > 0.02
 
 
-
 @pytest.mark.slow
 def test_vintage_in_front_of_focus_moves_blue_back_by_its_lateral_colour_drift():
     # 16 steps in front of focus vintage's blue is sharper than a pixel, and its lateral
@@ -434,6 +433,7 @@ def test_vintage_in_front_of_focus_moves_blue_back_by_its_lateral_colour_drift()
     layout, fp, dist, shot = shoot_full_frame_dots(model, -16)
     img = calib.LinearImage(shot.rgb_linear, ("R", "G", "B"), 0, 1, shot.rgb_linear >= 0.999, shot.metadata)
     assert _map_error(model, fp, dist, calib.analyze_images([img], layout).psf_map)[2].max() < 0.19
+
 
 @pytest.fixture(scope="module")
 def vintage_full_frame():
