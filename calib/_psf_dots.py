@@ -267,7 +267,7 @@ def estimate_psf_dots(
         if channel_shifts.shape != (nc, len(centres), 2):
             raise CalibError(f"channel_shifts must be (channels, dots, 2) = ({nc}, {len(centres)}, 2), "
                              f"not {channel_shifts.shape}")
-    used, sigs, offs, amps, snrs, wts, fpos, thin = [], [], [], [], [], [], [], []
+    sigs, offs, amps, snrs, wts, fpos, thin = [], [], [], [], [], [], []
     # Dots cut by the crop's edge (the frame's edge) keep the part inside: the nodes at
     # the frame's edges have no dots beyond them, and their nearest dots are these.
     padded = np.pad(img3, ((half, half), (half, half), (0, 0)), constant_values=np.nan)
@@ -316,7 +316,6 @@ def estimate_psf_dots(
             continue
         snrs.append(snr)
         kept.append(d_i)
-        used.append((cx, cy))
         sigs.append(sig)
         ca, sa = np.cos(ang), np.sin(ang)
         frame = (np.eye(2) + (k - 1.0) * np.outer(axis, axis)) @ np.array([[ca, -sa], [sa, ca]])
@@ -336,10 +335,11 @@ def estimate_psf_dots(
     # Each dot's sum is noisy; illumination varies slowly, so share a plane fitted to them.
     amps_a = np.asarray(amps)
     whole_a = np.asarray(whole)
-    amp = np.stack([_smooth_amplitudes(np.asarray(used), amps_a[:, c], whole_a) for c in range(nc)], axis=1)
+    amp = np.stack([_smooth_amplitudes(centres[kept], amps_a[:, c], whole_a) for c in range(nc)], axis=1)
     t = np.concatenate(offs)
     sw = np.concatenate(wts)
     v = np.concatenate([sg / (a * k) for sg, a, k in zip(sigs, amp, thin)]) * sw[:, None]
+    counts = [len(o) for o in offs]  # samples per dot
     big = r * s
     n = 2 * big + 1
     synth = _synth(r, s, core_px)
@@ -368,7 +368,7 @@ def estimate_psf_dots(
             # 1200x800 in focus B 9.3/20 -> 11/27 %).
             ud = np.asarray(fpos) - np.asarray(node_xy, dtype=np.float64)
             ell_len = float(np.sqrt((ud**2).sum(1).mean())) + 1e-9
-            d = np.repeat(ud / ell_len, [len(o) for o in offs], axis=0)  # each sample's dot
+            d = np.repeat(ud / ell_len, counts, axis=0)  # each sample's dot
             # Over the PSF's core only (slope_radius of the half side) where asked: that is
             # where a moving or sharpening PSF changes most, and it keeps the unknowns (and
             # the dense factorisation) small.
@@ -419,7 +419,6 @@ def estimate_psf_dots(
     else:
         # Each channel's shifts in the fit's frame (its dots turned and stretched),
         # per sample; channels shifted alike share one system matrix.
-        counts = [len(o) for o in offs]
         in_frame = np.einsum("dij,cdj->cdi", np.asarray(frames), channel_shifts[:, kept])
         shifts = np.repeat(in_frame, counts, axis=1)
         x = np.empty((synth.shape[1], nc))
