@@ -572,6 +572,9 @@ DOTS_REG_SHARP = 0.00015
 #: dots gathered within 0.5 rad; 4: red +15 13.6 -> 16.1 %; at 2.5 and 2, noise-free, the
 #: corners read worse, 17 and 20 % in blue). vintage and sharp-prime never reach it.
 DOTS_REG_MAX_RATIO = 3.5
+# Up to this rms width (px) a channel takes the floor weight DOTS_REG_SHARP; its optical
+# core is then narrower than a pixel, and its penalty is made edge-preserving
+# (``estimate_psf_dots(sharp_core=)``, HUBER_KNEE).
 DOTS_REG_WIDTH = 0.7
 DOTS_REG_POWER = 6.5
 #: Penalty weight at one sample per pixel (``oversample=1``).
@@ -1044,6 +1047,7 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
             kwargs = dict(
                 dot_ellipse=e, size=psf_size, oversample=s, mask=bad[y0:y1, x0:x1], weights=wts,
                 reg=node_reg[i, j], iterations=DOTS_ITERATIONS[field_order], min_snr=DOTS_MIN_SNR,
+                sharp_core=widths[i, j] <= DOTS_REG_WIDTH if s > 1 else False,
                 core_px=TURNED_CORE_PX if turn is not None and core_px is not None else core_px,
                 slope_radius=_slope_radius(float(widths[i, j].max()) if s > 1 else 0.0, psf_size),
                 node_xy=(x - x0 + shift[0], y - y0 + shift[1]) if lopsided or turn is not None else None,
