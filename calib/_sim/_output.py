@@ -37,6 +37,9 @@ def write_shot_tiff(shot: SimShot, path: str | os.PathLike, *, raw: bool = False
             arr,
             photometric="minisblack" if raw else "rgb",
             description=json.dumps({"lenspsf": block}),
+            # tifffile's own shape description would be a second ImageDescription tag:
+            # libtiff (OpenCV, GIMP) then warns that the tags are not in ascending order.
+            metadata=None,
             extratags=[
                 (271, "s", 0, MAKE, True),
                 (272, "s", 0, shot.metadata.camera or "SimCam", True),

@@ -77,3 +77,12 @@ def test_tiff_reads_back_through_load_linear_with_its_metadata(tmp_path, rng, ra
         assert np.allclose(img.data, shot.rgb_linear, atol=1e-6)
         assert img.metadata == shot.metadata
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shot.tif"]
+
+
+def test_tiff_tags_are_unique_and_in_ascending_order(tmp_path):
+    # TIFF 6.0 asks for the directory's tags in ascending order; libtiff warns otherwise.
+    cam = SimulatedCamera("vintage", TINY, seed=1, render_grid=(2, 3))
+    shot = cam.shoot(np.full((160, 240, 3), 0.3, np.float32), focus_position=500, object_distance_m=1.5)
+    with tifffile.TiffFile(cam.write_tiff(shot, tmp_path / "shot.tif")) as tif:
+        codes = [tag.code for tag in tif.pages[0].tags.values()]
+    assert codes == sorted(set(codes))
