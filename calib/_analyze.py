@@ -633,22 +633,23 @@ ROTATE_MAX_RAD = 0.3
 ROTATE_STRETCH = 3.0
 ROTATE_MIN_RADIUS = 3.0
 ROTATE_GATHER_MIN = 40
-# The other lenses' frame edges (dots to one side by ROTATE_LOPSIDED up to
-# TANGENT_MAX_LOPSIDED of their spread: not the corners, 0.8) keep their dots unturned but
-# gather them along the edge, by a distance whose part along the circle about the optical
-# centre through the node counts 1/TANGENT_STRETCH. A rotationally symmetric lens's PSF
-# changes with the field height, far less along that circle (there it only turns), so
-# the dots' centre then lies nearer the node's field height and the linear field
-# extrapolates less. vintage 1200x800, worst node R/G/B % (with the edge-preserving
-# penalty, HUBER_KNEE): 16 steps in front of focus, noise seeds 1/2/3, blue
-# 16.1/15.7/13.6 -> 13.1/13.5/12.2 (seeds 4 and 5: 13.1, 14.0), its medians 7.1/6.9/6.3 -> 6.5/6.6/6.3, red 9.2/8.1/9.9 ->
-# 9.2/9.7/9.9, green unchanged (its worst, a corner, 12.7/14.9/10.2; seeds 4, 5: 14.9,
-# 13.6); in focus, seed 1, green 9.4 -> 9.7, blue 6.1 -> 7.7 (seed 2: 5.6 -> 7.1), red
-# unchanged (12.3, seed 2 13.6); at +15 steps red 5.5 -> 8.0; sharp-prime within 1
-# point (red in focus 4.0 -> 5.0). A stretch of 1.5: blue at -16 14.5/13.6/12.5, in focus
-# unchanged; along the tangent line instead of the circle (stretch 2): 13.4/14.5/13.1;
-# a stretch of 3 (tangent line): green in focus 9.4 -> 14.8; the corners too (tangent
-# line): vintage's red corner in focus 13.6 -> 14.0 (seed 2).
+# The frame edges of the lenses fitted with the linear field (dots to one side by
+# ROTATE_LOPSIDED up to TANGENT_MAX_LOPSIDED of their spread: not the corners, 0.8) keep
+# their dots unturned but gather them along the edge, by a distance whose part along the
+# circle about the optical centre through the node counts 1/TANGENT_STRETCH. A
+# rotationally symmetric lens's PSF changes with the field height, far less along that
+# circle (there it only turns), so the dots' centre then lies nearer the node's field
+# height and the linear field extrapolates less. vintage 1200x800, worst node R/G/B %
+# (with the edge-preserving penalty, HUBER_KNEE): 16 steps in front of focus, noise
+# seeds 1/2/3, blue 16.1/15.7/13.6 -> 13.1/13.5/12.2 (seeds 4 and 5: 13.1, 14.0), its
+# medians 7.1/6.9/6.3 -> 6.5/6.6/6.3, red 9.2/8.1/9.9 -> 9.2/9.7/9.9, green unchanged
+# (its worst, a corner, 12.7/14.9/10.2; seeds 4, 5: 14.9, 13.6); in focus, seed 1,
+# green 9.4 -> 9.7, blue 6.1 -> 7.7 (seed 2: 5.6 -> 7.1), red unchanged (12.3, seed 2
+# 13.6); at +15 steps red 5.5 -> 8.0; sharp-prime within 1 point (red in focus 4.0 ->
+# 5.0). A stretch of 1.5: blue at -16 14.5/13.6/12.5, in focus unchanged; along the
+# tangent line instead of the circle (stretch 2): 13.4/14.5/13.1; a stretch of 3 (tangent
+# line): green in focus 9.4 -> 14.8; the corners too (tangent line): vintage's red corner
+# in focus 13.6 -> 14.0 (seed 2). 24 MP: 8.8-10.2 s (without: 9.9-10.5 s, same minutes).
 TANGENT_STRETCH = 2.0
 TANGENT_MAX_LOPSIDED = 0.7
 # Each turned dot is also stretched along the radius by (r_node / r_dot) to this power

@@ -497,7 +497,7 @@ SLOPE_REG = 0.001
 # median/worst %, noise seeds 1 and 2 (only channels narrower than 0.7 px rms are
 # flagged, ``_analyze``): 16 steps in front of focus, blue 7.9/16.8 -> 7.1/16.1 and
 # 8.1/16.4 -> 6.9/15.7 (seed 3: 8.3/14.3 -> 6.3/13.6); in focus, green 4.9/8.4 ->
-# 2.8/9.3; sharp-prime in focus 2.4/4.8, 4.2/5.3, 2.6/6.2 -> 1.8/4.0, 1.5/3.5, 2.6/7.7.
+# 2.8/9.4; sharp-prime in focus 2.4/4.8, 4.2/5.3, 2.6/6.2 -> 1.8/4.0, 1.5/3.5, 2.6/7.7.
 # 0.05 and 0.2 read within 0.3 points of 0.1; a second reweighting within 0.6. Made
 # edge-preserving for every channel, vintage's green at -16 went 12.7 -> 14.2 % (seed 2:
 # 14.9 -> 17.9).
