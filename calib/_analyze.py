@@ -1030,15 +1030,17 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
             r_node = float(np.hypot(x - optic[0], y - optic[1]))
             turn = field_at = stretch = None
             radial_dir = (1.0, 0.0)
-            if (field_order == 2 and ROTATE_LOPSIDED is not None and off_centre >= ROTATE_LOPSIDED * spread
-                    and r_node > ROTATE_MIN_RADIUS * pitch_px):
+            at_edge = (ROTATE_LOPSIDED is not None and off_centre >= ROTATE_LOPSIDED * spread
+                       and r_node > ROTATE_MIN_RADIUS * pitch_px)
+            if at_edge and (field_order == 2 or off_centre < TANGENT_MAX_LOPSIDED * spread):
+                phi_n = float(np.arctan2(y - optic[1], x - optic[0]))
+                dphi = np.angle(np.exp(1j * (azimuth - phi_n)))
+                dr, dt = radius - r_node, r_node * dphi
+            if at_edge and field_order == 2:
                 # The dots lie to one side (a frame edge or corner): gather them along the
                 # circle about the optical centre through the node instead, each turned
                 # to the node's azimuth (a lens is nearly rotationally symmetric), and
                 # fit the field along the radius (ROTATE_LOPSIDED).
-                phi_n = float(np.arctan2(y - optic[1], x - optic[0]))
-                dphi = np.angle(np.exp(1j * (azimuth - phi_n)))
-                dr, dt = radius - r_node, r_node * dphi
                 metric = np.hypot(dr, dt / ROTATE_STRETCH)
                 metric[np.abs(dphi) > ROTATE_MAX_RAD] = np.inf
                 r_order = np.argsort(metric)
@@ -1048,13 +1050,11 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
                 field_at = np.c_[dr[near], dt[near]]
                 stretch = (r_node / np.maximum(radius[near], 1.0)) ** RADIAL_SCALE_POWER
                 radial_dir = (float(np.cos(phi_n)), float(np.sin(phi_n)))
-            elif (ROTATE_LOPSIDED is not None and ROTATE_LOPSIDED * spread <= off_centre < TANGENT_MAX_LOPSIDED * spread
-                    and r_node > ROTATE_MIN_RADIUS * pitch_px):
+            elif at_edge and off_centre < TANGENT_MAX_LOPSIDED * spread:
                 # A frame edge (not a corner) of a lens fitted with the linear field: its
                 # dots, gathered along the edge (TANGENT_STRETCH), lie nearer the node's
                 # field height, so the fit extrapolates over less of the radius.
-                dphi = np.angle(np.exp(1j * (azimuth - np.arctan2(y - optic[1], x - optic[0]))))
-                metric = np.hypot(radius - r_node, r_node * dphi / TANGENT_STRETCH)
+                metric = np.hypot(dr, dt / TANGENT_STRETCH)
                 near, dn, sigma, wts = gather(metric, np.argsort(metric), i, j)
             cen = pos[near]
             e = np.mean(jac[near], axis=0) * (0.5 * dot_mm)

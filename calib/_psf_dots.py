@@ -571,13 +571,12 @@ def _synth(r: int, s: int, core_px: float | None) -> sp.csr_matrix:
 def _penalty(r: int, s: int, core_px: float | None, *, ridge: bool) -> sp.csr_matrix:
     """Squared-gradient penalty (plus the identity with ``ridge``) on the unknowns of
     :func:`_synth`."""
-    n = 2 * r * s + 1
-    grad = gradient_op(n)
-    gtg = grad.T @ grad
+    grad = _gradient_basis(r, s, core_px)
+    pen = grad.T @ grad
     if ridge:
-        gtg = gtg + sp.identity(n * n)
-    synth = _synth(r, s, core_px)
-    return (synth.T @ gtg @ synth).tocsr()
+        synth = _synth(r, s, core_px)
+        pen = pen + synth.T @ synth
+    return pen.tocsr()
 
 
 @functools.lru_cache(maxsize=16)
