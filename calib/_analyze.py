@@ -1032,11 +1032,13 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
             radial_dir = (1.0, 0.0)
             at_edge = (ROTATE_LOPSIDED is not None and off_centre >= ROTATE_LOPSIDED * spread
                        and r_node > ROTATE_MIN_RADIUS * pitch_px)
-            if at_edge and (field_order == 2 or off_centre < TANGENT_MAX_LOPSIDED * spread):
+            turned = at_edge and field_order == 2
+            along_edge = at_edge and not turned and off_centre < TANGENT_MAX_LOPSIDED * spread
+            if turned or along_edge:
                 phi_n = float(np.arctan2(y - optic[1], x - optic[0]))
                 dphi = np.angle(np.exp(1j * (azimuth - phi_n)))
                 dr, dt = radius - r_node, r_node * dphi
-            if at_edge and field_order == 2:
+            if turned:
                 # The dots lie to one side (a frame edge or corner): gather them along the
                 # circle about the optical centre through the node instead, each turned
                 # to the node's azimuth (a lens is nearly rotationally symmetric), and
@@ -1050,7 +1052,7 @@ def _dots_map(data, sat, channels, gi, layout, reg: Registration, *, grid, overs
                 field_at = np.c_[dr[near], dt[near]]
                 stretch = (r_node / np.maximum(radius[near], 1.0)) ** RADIAL_SCALE_POWER
                 radial_dir = (float(np.cos(phi_n)), float(np.sin(phi_n)))
-            elif at_edge and off_centre < TANGENT_MAX_LOPSIDED * spread:
+            elif along_edge:
                 # A frame edge (not a corner) of a lens fitted with the linear field: its
                 # dots, gathered along the edge (TANGENT_STRETCH), lie nearer the node's
                 # field height, so the fit extrapolates over less of the radius.
